@@ -1,0 +1,58 @@
+"""Building and loading models: AWD-LSTM, transformer configs from scratch, Hub/local checkpoints."""
+
+from __future__ import annotations
+
+from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer,
+                          PreTrainedModel, PreTrainedTokenizerBase)
+from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+from .config import ModelConfig
+from .errors import RecipeError
+from .models.awd_lstm import AwdLstmConfig, AwdLstmForCausalLM
+
+
+def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:  # GPT-2-style tokenizers have none; padding is masked anyway
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return tokenizer
+
+
+def is_masked_lm(config) -> bool:
+    """Encoder checkpoints (BERT, RoBERTa, MiniLM, ...) are fine-tuned with the masked-LM objective."""
+    return config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not getattr(config, "is_decoder", False)
+
+
+def _special_ids(tokenizer) -> dict:
+    return {"pad_token_id": tokenizer.pad_token_id, "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id}
+
+
+def new_language_model(model: ModelConfig, tokenizer, objective: str, where: str) -> PreTrainedModel:
+    """A language model built from the recipe's model section (random init, or a checkpoint)."""
+    if model.backbone == "checkpoint":
+        return load_language_model(model.checkpoint, objective)
+    kwargs = {"vocab_size": len(tokenizer), **_special_ids(tokenizer), **model.config}
+    try:
+        if model.backbone == "awd_lstm":
+            return AwdLstmForCausalLM(AwdLstmConfig(**kwargs))
+        config = AutoConfig.for_model(model.model_type, **kwargs)
+    except (TypeError, ValueError) as err:
+        raise RecipeError(f"{where}.model.config: {str(err).splitlines()[0]}") from None
+    return AutoModelForCausalLM.from_config(config)
+
+
+def load_language_model(path: str, objective: str = "auto") -> PreTrainedModel:
+    config = AutoConfig.from_pretrained(path)
+    masked = objective == "masked" or (objective == "auto" and is_masked_lm(config))
+    return (AutoModelForMaskedLM if masked else AutoModelForCausalLM).from_pretrained(path)
+
+
+def load_body(path: str) -> PreTrainedModel:
+    """The body (no LM head) of a language model folder or checkpoint."""
+    return AutoModel.from_pretrained(path)
+
+
+def random_body_like(body: PreTrainedModel) -> PreTrainedModel:
+    """Same architecture and sizes, random weights: the from-scratch baseline."""
+    return AutoModel.from_config(body.config)

@@ -1,0 +1,60 @@
+"""`lm-transfer run RECIPE [key=value ...] [--stage NAME]` and `lm-transfer validate RECIPE...`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import LmTransferError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lm-transfer", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run a recipe's stages (skipping those already built from the same config)")
+    run.add_argument("recipe")
+    run.add_argument("overrides", nargs="*", help="dotted overrides, e.g. classify.training.learning_rate=1e-3")
+    run.add_argument("--stage", help="run only this stage (earlier stages must already be built)")
+    run.add_argument("--force", action="store_true", help="re-run stages even when their output is current")
+    validate = commands.add_parser("validate", help="check recipes without running anything")
+    validate.add_argument("recipes", nargs="+")
+    validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "validate":
+            return _validate(args.recipes, args.overrides)
+        return _run(args)
+    except LmTransferError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def _validate(paths: list[str], overrides: list[str]) -> int:
+    from .config import load_recipe
+
+    failed = 0
+    for path in paths:
+        try:
+            recipe = load_recipe(path, overrides)
+            print(f"ok: {path} ({' -> '.join(recipe.config.run.stages)})")
+        except LmTransferError as err:
+            print(f"error: {err}", file=sys.stderr)
+            failed += 1
+    return 2 if failed else 0
+
+
+def _run(args) -> int:
+    from accelerate import PartialState
+
+    from .config import load_recipe
+    from .runner import run_recipe, summary_table
+
+    recipe = load_recipe(args.recipe, args.overrides)  # fails before any work starts
+    results = run_recipe(recipe, only=args.stage, force=args.force)
+    if PartialState().is_main_process:
+        print("\n" + summary_table(recipe, results))
+    return 0

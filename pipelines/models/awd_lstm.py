@@ -1,0 +1,230 @@
+"""AWD-LSTM (Merity et al. 2017, "Regularizing and Optimizing LSTM Language Models"), as used by ULMFiT.
+
+A stack of plain LSTMs regularised by five kinds of dropout, written as transformers v5 models so that
+Trainer, save_pretrained/from_pretrained, the Auto classes, generate() and peft all work unchanged.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from huggingface_hub.dataclasses import strict
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    GenerationConfig,
+    GenerationMixin,
+    PreTrainedConfig,
+    PreTrainedModel,
+)
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+LstmState = tuple[tuple[torch.Tensor, torch.Tensor], ...]  # one (h, c) per layer, each (1, B, size)
+
+
+@strict
+class AwdLstmConfig(PreTrainedConfig):
+    model_type = "awd_lstm"
+    # Trainer.evaluate/predict would otherwise try to gather the recurrent state as if it were logits.
+    keys_to_ignore_at_inference = ["state"]
+
+    vocab_size: int = 16000
+    embedding_size: int = 400
+    hidden_size: int = 1150
+    num_hidden_layers: int = 3
+    # `float | int` so that `output_dropout=0` passes strict validation.
+    output_dropout: float | int = 0.4  # locked dropout on the last LSTM's output
+    hidden_dropout: float | int = 0.3  # locked dropout between LSTM layers
+    input_dropout: float | int = 0.4  # locked dropout on the embedding output
+    embedding_dropout: float | int = 0.05  # drops whole word types
+    weight_dropout: float | int = 0.5  # DropConnect on each LSTM's hidden-to-hidden matrix
+    tie_word_embeddings: bool = True
+    initializer_range: float = 0.1
+    pad_token_id: int | None = 0
+    bos_token_id: int | None = None
+    eos_token_id: int | None = None
+
+
+@dataclass
+class AwdLstmOutput(ModelOutput):
+    last_hidden_state: torch.FloatTensor | None = None
+    state: LstmState | None = None
+
+
+@dataclass
+class AwdLstmCausalLMOutput(ModelOutput):
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    state: LstmState | None = None
+
+
+def locked_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Variational dropout on (B, T, C): one mask per sequence, reused at every time step."""
+    if not training or p == 0:
+        return x
+    mask = x.new_empty(x.size(0), 1, x.size(2)).bernoulli_(1 - p) / (1 - p)
+    return x * mask
+
+
+class WeightDropLstm(nn.Module):
+    """A one-layer LSTM whose hidden-to-hidden matrix gets a fresh DropConnect mask every forward pass.
+
+    The trainable matrix lives here as `weight_hh_l0_raw`; the LSTM only ever sees a plain (dropped) tensor
+    under `weight_hh_l0`. Assigning it goes through RNNBase.__setattr__, which also refreshes `_flat_weights`,
+    the list the LSTM kernel actually reads.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, weight_dropout: float):
+        super().__init__()
+        self.weight_dropout = weight_dropout
+        self.lstm = nn.LSTM(input_size, hidden_size, batch_first=True)
+        self.weight_hh_l0_raw = nn.Parameter(self.lstm.weight_hh_l0.detach().clone())
+        del self.lstm._parameters["weight_hh_l0"]  # so it is neither trained nor saved twice
+
+    def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None):
+        if self.training and self.weight_dropout > 0:
+            weight = F.dropout(self.weight_hh_l0_raw, p=self.weight_dropout, training=True)
+        else:
+            weight = self.weight_hh_l0_raw.view_as(self.weight_hh_l0_raw)  # a plain Tensor, or nn.Module re-registers it
+        self.lstm.weight_hh_l0 = weight
+        return self.lstm(x, state)
+
+
+class AwdLstmPreTrainedModel(PreTrainedModel):
+    config_class = AwdLstmConfig
+    config: AwdLstmConfig
+    base_model_prefix = "model"
+    # The loss is a mean over tokens, so Trainer must divide it by the gradient accumulation steps itself.
+    accepts_loss_kwargs = False
+    # Other code checks this to carry state across chunks instead of using attention/KV caches.
+    is_recurrent = True
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        # `transformers.initialization` functions skip tensors already loaded from a checkpoint.
+        r = self.config.initializer_range
+        if isinstance(module, nn.Embedding):
+            init.uniform_(module.weight, -r, r)
+        elif isinstance(module, nn.Linear):
+            init.uniform_(module.weight, -r, r)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.LSTM):  # PyTorch's own LSTM init: U(-1/sqrt(H), 1/sqrt(H))
+            bound = module.hidden_size**-0.5
+            for param in module.parameters(recurse=False):
+                init.uniform_(param, -bound, bound)
+        elif isinstance(module, WeightDropLstm):
+            bound = module.lstm.hidden_size**-0.5
+            init.uniform_(module.weight_hh_l0_raw, -bound, bound)
+
+
+class AwdLstmModel(AwdLstmPreTrainedModel):
+    def __init__(self, config: AwdLstmConfig):
+        super().__init__(config)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.embedding_size)
+        n = config.num_hidden_layers
+        # The last layer outputs embedding_size so the decoder can share the embedding matrix.
+        sizes = [config.embedding_size] + [config.hidden_size] * (n - 1) + [config.embedding_size]
+        self.layers = nn.ModuleList(
+            WeightDropLstm(sizes[i], sizes[i + 1], config.weight_dropout) for i in range(n)
+        )
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.embed_tokens
+
+    def set_input_embeddings(self, value):
+        self.embed_tokens = value
+
+    def _embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed_tokens(input_ids)
+        p = self.config.embedding_dropout
+        if self.training and p > 0:
+            # Zero whole rows of the vocabulary. Masking the module's *output* (not its weight) keeps this
+            # working when the embedding is wrapped, e.g. by a peft LoRA layer.
+            mask = x.new_empty(self.config.vocab_size, 1).bernoulli_(1 - p) / (1 - p)
+            x = x * mask[input_ids]
+        return x
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,  # ignored: inputs are right-padded, callers mask outputs
+        state: LstmState | None = None,
+        return_dict: bool = True,
+        **kwargs,
+    ) -> AwdLstmOutput | tuple:
+        x = locked_dropout(self._embed(input_ids), self.config.input_dropout, self.training)
+        new_state = []
+        for i, layer in enumerate(self.layers):
+            x, layer_state = layer(x, None if state is None else state[i])  # None means zeros
+            new_state.append(layer_state)  # not detached: the caller decides where to truncate BPTT
+            last = i == len(self.layers) - 1
+            x = locked_dropout(
+                x, self.config.output_dropout if last else self.config.hidden_dropout, self.training
+            )
+        out = AwdLstmOutput(last_hidden_state=x, state=tuple(new_state))
+        return out if return_dict else out.to_tuple()
+
+
+class AwdLstmForCausalLM(AwdLstmPreTrainedModel, GenerationMixin):
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+
+    def __init__(self, config: AwdLstmConfig):
+        super().__init__(config)
+        self.model = AwdLstmModel(config)
+        self.lm_head = nn.Linear(config.embedding_size, config.vocab_size)  # the bias is never tied
+        self.post_init()
+        # There is no KV cache: generate() re-runs the whole prefix at every step.
+        self.generation_config = GenerationConfig(
+            use_cache=False,
+            bos_token_id=config.bos_token_id,
+            eos_token_id=config.eos_token_id,
+            pad_token_id=config.pad_token_id,
+        )
+
+    def get_input_embeddings(self):
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value):
+        self.model.embed_tokens = value
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings):
+        self.lm_head = new_embeddings
+
+    def prepare_inputs_for_generation(self, input_ids, attention_mask=None, **kwargs):
+        # Always feed the whole prefix. The default slices input_ids to the new token whenever generate() runs
+        # with use_cache=True (e.g. a checkpoint without generation_config.json), silently dropping the context.
+        return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        state: LstmState | None = None,
+        return_dict: bool = True,
+        **kwargs,
+    ) -> AwdLstmCausalLMOutput | tuple:
+        out = self.model(input_ids, attention_mask=attention_mask, state=state)
+        logits = self.lm_head(out.last_hidden_state)
+        loss = None
+        if labels is not None:
+            # HF convention: labels are the inputs; token t predicts label t+1.
+            loss = F.cross_entropy(
+                logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten().to(logits.device), ignore_index=-100
+            )
+        result = AwdLstmCausalLMOutput(loss=loss, logits=logits, state=out.state)
+        return result if return_dict else result.to_tuple()
+
+
+# exist_ok: re-importing (or reloading) this module must not crash.
+AutoConfig.register("awd_lstm", AwdLstmConfig, exist_ok=True)
+AutoModel.register(AwdLstmConfig, AwdLstmModel, exist_ok=True)
+AutoModelForCausalLM.register(AwdLstmConfig, AwdLstmForCausalLM, exist_ok=True)

@@ -1,0 +1,100 @@
+"""One sequence classifier for every backbone: a language model's body + ULMFiT's pooling head.
+
+The body is any `AutoModel` (this package's AWD-LSTM, Llama, GPT-2, BERT, ...); documents are
+read with BPT3C and pooled with concat pooling, then a small MLP head predicts the label.
+Saved folders load with `AutoModelForSequenceClassification.from_pretrained` once `pipelines`
+is imported.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import initialization as init
+from transformers import (AutoConfig, AutoModel, AutoModelForSequenceClassification, PreTrainedConfig,
+                          PreTrainedModel)
+from transformers.configuration_utils import SubConfigSpec
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+from ..ulmfit import concat_pool, encode_bpt3c
+from .awd_lstm import AwdLstmConfig
+
+
+class TransferClassifierConfig(PreTrainedConfig):
+    model_type = "lm_transfer_classifier"
+    sub_configs_defaults = {"backbone": SubConfigSpec(config_class=AutoConfig, model_type="awd_lstm")}
+
+    backbone: dict | PreTrainedConfig | None = None
+    pooling: str = "concat"  # concat | last | mean
+    head_hidden: int = 50
+    head_dropout: float = 0.1
+    bptt: int = 70
+    max_length: int = 512
+
+
+class PoolingHead(nn.Module):
+    """ULMFiT's classifier head: pooled features -> dropout/linear/ReLU -> dropout/linear.
+    (The paper also batch-normalises; with few-shot batches of a handful of examples batch
+    statistics are noise, so LayerNorm is used instead.)"""
+
+    def __init__(self, in_features: int, hidden: int, num_labels: int, dropout: float):
+        super().__init__()
+        self.norm = nn.LayerNorm(in_features)
+        self.dropout1 = nn.Dropout(dropout)
+        self.dense = nn.Linear(in_features, hidden)
+        self.dropout2 = nn.Dropout(dropout)
+        self.out_proj = nn.Linear(hidden, num_labels)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        x = self.dense(self.dropout1(self.norm(pooled)))
+        return self.out_proj(self.dropout2(torch.relu(x)))
+
+
+def _hidden_size(config: PreTrainedConfig) -> int:
+    if isinstance(config, AwdLstmConfig):
+        return config.embedding_size
+    return config.hidden_size
+
+
+class TransferClassifier(PreTrainedModel):
+    config_class = TransferClassifierConfig
+    base_model_prefix = "backbone"
+    accepts_loss_kwargs = False  # the loss is a plain mean: Trainer scales it under accumulation
+
+    def __init__(self, config: TransferClassifierConfig, backbone: PreTrainedModel | None = None):
+        super().__init__(config)
+        self.backbone = backbone if backbone is not None else AutoModel.from_config(config.backbone)
+        width = _hidden_size(config.backbone)
+        pooled = 3 * width if config.pooling == "concat" else width
+        self.head = PoolingHead(pooled, config.head_hidden, config.num_labels, config.head_dropout)
+        self.post_init()
+
+    def _init_weights(self, module):
+        # Only the head is new; the body keeps its own (pre-trained or own-init) weights.
+        if isinstance(module, nn.Linear) and any(module is m for m in self.head.modules()):
+            init.kaiming_uniform_(module.weight, a=5 ** 0.5)
+            init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm) and any(module is m for m in self.head.modules()):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+
+    def pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = encode_bpt3c(self.backbone, input_ids, attention_mask, self.config.bptt)
+        if self.config.pooling == "concat":
+            return concat_pool(hidden, attention_mask)
+        width = hidden.size(-1)
+        pooled = concat_pool(hidden, attention_mask)
+        return pooled[:, :width] if self.config.pooling == "last" else pooled[:, 2 * width:]
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, **kwargs) -> SequenceClassifierOutput:
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        input_ids, attention_mask = input_ids[:, :self.config.max_length], attention_mask[:, :self.config.max_length]
+        logits = self.head(self.pool(input_ids, attention_mask).float())
+        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
+AutoConfig.register("lm_transfer_classifier", TransferClassifierConfig, exist_ok=True)
+AutoModelForSequenceClassification.register(TransferClassifierConfig, TransferClassifier, exist_ok=True)

@@ -1,0 +1,154 @@
+"""Runs a recipe's stages in order: skip what is already built from the same config, write each
+stage's output atomically (a crashed stage leaves no output folder), print the summary table."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from accelerate import PartialState
+from omegaconf import OmegaConf
+from transformers import set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from .config import LoadedRecipe
+from .errors import RecipeError
+
+STAMP = "lm_transfer.json"
+
+
+@dataclass
+class StageContext:
+    recipe: LoadedRecipe
+    name: str
+    fingerprint: str
+    state: PartialState
+
+    @property
+    def config(self):
+        return self.recipe.stage(self.name)
+
+    @property
+    def seed(self) -> int:
+        return self.recipe.config.run.seed
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.config.output_dir)
+
+    @property
+    def partial_dir(self) -> Path:
+        """Where the stage writes its output; renamed to output_dir only when it succeeded."""
+        return self.output_dir.with_name(self.output_dir.name + ".partial")
+
+    @property
+    def work_dir(self) -> Path:
+        """Trainer checkpoints, kept until the stage succeeds so a crashed run resumes."""
+        return self.output_dir.with_name(self.output_dir.name + ".work")
+
+    def resume_checkpoint(self) -> str | None:
+        """The last checkpoint in work_dir when it was written by this same config, else None (and
+        a stale work_dir is cleared)."""
+        stamp = self.work_dir / "fingerprint"
+        found = None
+        if self.work_dir.exists() and stamp.exists() and stamp.read_text() == self.fingerprint:
+            found = get_last_checkpoint(str(self.work_dir))
+        self.state.wait_for_everyone()
+        if self.state.is_main_process and found is None:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+            self.work_dir.mkdir(parents=True)
+            stamp.write_text(self.fingerprint)
+        self.state.wait_for_everyone()
+        return found
+
+
+def stage_is_current(output_dir: Path, fingerprint: str) -> bool:
+    stamp = output_dir / STAMP
+    if not stamp.exists():
+        return False
+    return json.loads(stamp.read_text()).get("fingerprint") == fingerprint
+
+
+def _stage_module(name: str):
+    from .stages import classify, lm, tokenizer
+
+    return {"tokenizer": tokenizer, "pretrain": lm, "lm_finetune": lm, "classify": classify}[name]
+
+
+def run_recipe(recipe: LoadedRecipe, only: str | None = None, force: bool = False) -> dict[str, dict]:
+    state = PartialState()
+    stages = recipe.config.run.stages
+    if only is not None and only not in stages:
+        raise RecipeError(f"{recipe.path}: --stage {only}: not in run.stages ({', '.join(stages)})")
+    fingerprints = recipe.fingerprints()
+    results = {}
+    for name in stages:
+        ctx = StageContext(recipe, name, fingerprints[name], state)
+        if only is not None and name != only:
+            if not stage_is_current(ctx.output_dir, ctx.fingerprint):
+                _say(state, f"[{name}] not built from this config yet; run it first (or run all stages)")
+            continue
+        if not force and stage_is_current(ctx.output_dir, ctx.fingerprint):
+            _say(state, f"[{name}] up to date in {ctx.output_dir} (config {ctx.fingerprint}); skipped")
+            results[name] = json.loads((ctx.output_dir / "metrics.json").read_text())
+            continue
+        _say(state, f"[{name}] running -> {ctx.output_dir}")
+        results[name] = _run_stage(ctx)
+    return results
+
+
+def _run_stage(ctx: StageContext) -> dict:
+    state = ctx.state
+    set_seed(ctx.seed)
+    if state.is_main_process:
+        shutil.rmtree(ctx.partial_dir, ignore_errors=True)
+        ctx.partial_dir.mkdir(parents=True)
+    state.wait_for_everyone()
+    started = time.time()
+    try:
+        metrics = _stage_module(ctx.name).run(ctx)
+    except BaseException:
+        if state.is_main_process:  # nothing half-written
+            shutil.rmtree(ctx.partial_dir, ignore_errors=True)
+        raise
+    metrics["stage_wall_seconds"] = round(time.time() - started, 1)
+    if state.is_main_process:
+        (ctx.partial_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        (ctx.partial_dir / "recipe.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(ctx.recipe.resolved)))
+        (ctx.partial_dir / STAMP).write_text(json.dumps(
+            {"stage": ctx.name, "fingerprint": ctx.fingerprint, "recipe": ctx.recipe.path,
+             "config": ctx.recipe.resolved[ctx.name]}, indent=2, default=str))
+        shutil.rmtree(ctx.output_dir, ignore_errors=True)
+        ctx.partial_dir.rename(ctx.output_dir)
+        shutil.rmtree(ctx.work_dir, ignore_errors=True)
+    state.wait_for_everyone()
+    return metrics
+
+
+def _say(state: PartialState, message: str) -> None:
+    if state.is_main_process:
+        print(message, flush=True)
+
+
+def summary_table(recipe: LoadedRecipe, results: dict[str, dict]) -> str:
+    rows = [("stage", "metric", "value")]
+    for name, metrics in results.items():
+        if "eval_perplexity" in metrics:
+            rows.append((name, "validation perplexity", f"{metrics['eval_perplexity']:.1f}"))
+        if "train_tokens_per_second" in metrics:
+            rows.append((name, "train tokens/s", f"{metrics['train_tokens_per_second']:.0f}"))
+        if "test_accuracy" in metrics:
+            for arm, values in [("transferred", metrics), ("from scratch", metrics.get("scratch"))]:
+                if values:
+                    rows.append((name, f"test accuracy ({arm})", f"{100 * values['test_accuracy']:.1f} %"))
+                    rows.append((name, f"test macro-F1 ({arm})", f"{100 * values['test_f1_macro']:.1f} %"))
+            rows.append((name, "labeled train / test examples",
+                         f"{metrics['train_examples']} / {metrics['test_examples']}"))
+        rows.append((name, "output folder", str(recipe.stage(name).output_dir)))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    return "\n".join(lines)

@@ -1,0 +1,73 @@
+"""Stages 2 and 3: language-model pre-training on a general corpus (`pretrain`) and fine-tuning
+on the target domain's text (`lm_finetune`, with discriminative LRs and STLR). Causal LM, or
+masked LM for encoder checkpoints. Reports held-out perplexity."""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+from transformers import DataCollatorForLanguageModeling
+
+from ..backbones import load_language_model, load_tokenizer, new_language_model
+from ..data import group_into_blocks, lm_text_splits
+from ..errors import RecipeError
+from ..trainer import ULMFiTTrainer
+from ..training_args import build_training_args
+
+
+def run(ctx) -> dict:
+    cfg = ctx.config
+    # 1. data
+    with ctx.state.main_process_first():
+        train_texts, valid_texts = lm_text_splits(cfg.data, ctx.seed)
+    # 2. tokenizer
+    source = cfg.model.tokenizer or cfg.init_from or cfg.model.checkpoint
+    if source is None:
+        raise RecipeError(f"{ctx.recipe.path}: {ctx.name}.model.tokenizer: needed to build a model from scratch "
+                          "(e.g. ${tokenizer.output_dir})")
+    tokenizer = load_tokenizer(source)
+    # 3. model
+    if cfg.init_from:
+        model = load_language_model(cfg.init_from, cfg.objective)
+    else:
+        model = new_language_model(cfg.model, tokenizer, cfg.objective, f"{ctx.recipe.path}: {ctx.name}")
+    masked = "MaskedLM" in type(model).__name__
+    if masked and tokenizer.mask_token is None:
+        raise RecipeError(f"{ctx.recipe.path}: {ctx.name}: masked-LM objective but the tokenizer has no mask token")
+    # 4. tokenize and cut into blocks; documents are separated by EOS (causal) so the model sees boundaries
+    eos = [] if masked or tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
+    column = cfg.data.text_column
+
+    def tokenize(batch):
+        ids = tokenizer(batch[column], add_special_tokens=masked)["input_ids"]
+        return {"input_ids": [seq + eos for seq in ids]}
+
+    with ctx.state.main_process_first():
+        blocks = {}
+        for split, texts in (("train", train_texts), ("validation", valid_texts)):
+            tokens = texts.map(tokenize, batched=True, remove_columns=texts.column_names, desc=f"tokenizing {split}")
+            blocks[split] = tokens.map(partial(group_into_blocks, block_size=cfg.block_size), batched=True,
+                                       batch_size=1000, desc=f"blocks of {cfg.block_size} ({split})")
+    # 5. trainer
+    args = build_training_args(cfg.training, str(ctx.work_dir), seed=ctx.seed,
+                               **({"ddp_find_unused_parameters": True} if cfg.training.get("gradual_unfreezing") else {}))
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm=masked, mlm_probability=cfg.mlm_probability)
+    trainer = ULMFiTTrainer(model=model, args=args, train_dataset=blocks["train"], eval_dataset=blocks["validation"],
+                            data_collator=collator, processing_class=tokenizer)
+    result = trainer.train(resume_from_checkpoint=ctx.resume_checkpoint())
+    evaluation = trainer.evaluate()
+    # 6. save (weights, config, tokenizer; no optimizer state)
+    trainer.save_model(str(ctx.partial_dir))
+    tokens_per_block = sum(len(b) for b in blocks["train"]["input_ids"][:1000]) / max(1, min(1000, len(blocks["train"])))
+    return {
+        "objective": "masked" if masked else "causal",
+        "eval_loss": evaluation["eval_loss"],
+        "eval_perplexity": math.exp(min(evaluation["eval_loss"], 50)),
+        "train_loss": result.training_loss,
+        "train_blocks": len(blocks["train"]),
+        "train_tokens": int(len(blocks["train"]) * tokens_per_block),
+        "train_runtime": result.metrics["train_runtime"],
+        "train_tokens_per_second": result.metrics["train_samples_per_second"] * tokens_per_block,
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }

@@ -1,0 +1,82 @@
+"""`TrainingArguments` extended with ULMFiT's switches; recipe `training:` sections map onto it."""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import typing
+from dataclasses import dataclass, field
+
+from huggingface_hub.dataclasses import type_validator
+from transformers import TrainingArguments
+
+from .errors import RecipeError
+
+# Defaults that differ from TrainingArguments' because they suit this tool: no remote trackers
+# (offline machines), checkpoints only at the end of epochs, progress bars on.
+STAGE_DEFAULTS = {
+    "report_to": "none",
+    "save_strategy": "epoch",
+    "save_total_limit": 1,
+    "logging_steps": 10,
+    "disable_tqdm": False,
+}
+
+
+@dataclass
+class ULMFiTTrainingArguments(TrainingArguments):
+    # Discriminative fine-tuning: each lower layer group's lr is the one above divided by this
+    # factor (ULMFiT: 2.6). None turns it off (one lr for all groups).
+    discriminative_lr_factor: float | None = field(default=None)
+    # Slanted triangular learning rates (ULMFiT eq. 3) in place of lr_scheduler_type.
+    slanted_triangular_lr: bool = field(default=False)
+    stlr_cut_frac: float = field(default=0.1)
+    stlr_ratio: float = field(default=32.0)
+    # Gradual unfreezing: train only the top layer group first, unfreeze one more group from the
+    # top each epoch, or every `unfreeze_every_steps` optimizer steps when set.
+    gradual_unfreezing: bool = field(default=False)
+    unfreeze_every_steps: int | None = field(default=None)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(ULMFiTTrainingArguments) if f.init}
+_HINTS = typing.get_type_hints(ULMFiTTrainingArguments)
+# Keys the stage owns: setting them in a recipe would silently do nothing, so they are refused.
+_STAGE_OWNED = {"output_dir": "set the stage's output_dir instead"}
+
+
+def validate_training_section(section: dict, where: str) -> None:
+    """Unknown keys and wrong types fail here, naming the key, before anything runs."""
+    for key, value in section.items():
+        if key in _STAGE_OWNED:
+            raise RecipeError(f"{where}.{key}: not a training key here ({_STAGE_OWNED[key]})")
+        if key not in _FIELDS:
+            raise RecipeError(f"{where}.{key}: unknown training key (not a TrainingArguments field)")
+        try:
+            type_validator(key, _coerce(value, _HINTS[key]), _HINTS[key])
+        except (TypeError, ValueError) as err:
+            raise RecipeError(f"{where}.{key}: {err}") from None
+    try:  # Enum values and cross-field rules are checked by TrainingArguments itself.
+        build_training_args(section, tempfile.gettempdir())
+    except (ValueError, TypeError) as err:
+        raise RecipeError(f"{where}: {str(err).splitlines()[0]}") from None
+
+
+def _coerce(value, hint):
+    # YAML writes 1 for 1.0; a float field accepts an int the way Python does.
+    if isinstance(value, int) and not isinstance(value, bool) and hint is float:
+        return float(value)
+    return value
+
+
+def _device_defaults() -> dict:
+    # bf16 autocast also runs on CPUs (fast with AMX), but TrainingArguments only allows it there
+    # with use_cpu; without an accelerator that is the only choice anyway.
+    import torch
+
+    has_accelerator = torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
+    return {} if has_accelerator else {"use_cpu": True}
+
+
+def build_training_args(section: dict, output_dir: str, **stage_overrides) -> ULMFiTTrainingArguments:
+    values = {**STAGE_DEFAULTS, **_device_defaults(), **{k: _coerce(v, _HINTS[k]) for k, v in section.items()}, **stage_overrides}
+    return ULMFiTTrainingArguments(output_dir=output_dir, **values)
