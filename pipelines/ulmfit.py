@@ -72,13 +72,14 @@ def discriminative_param_groups(model: nn.Module, lr: float, factor: float | Non
 
 def slanted_triangular(step: int, total_steps: int, cut_frac: float = 0.1, ratio: float = 32.0) -> float:
     """ULMFiT eq. 3 as a multiplier of eta_max: rises linearly for cut = floor(T * cut_frac)
-    steps from 1/ratio to 1, then decays linearly back to 1/ratio at step T."""
+    steps from 1/ratio to 1, then decays linearly back to 1/ratio at step T. The paper's decay
+    length cut * (1/cut_frac - 1) equals T - cut when T * cut_frac is whole; T - cut is used so
+    that other T still end at 1/ratio instead of going negative."""
     cut = max(1, math.floor(total_steps * cut_frac))
     if step < cut:
         p = step / cut
     else:
-        p = 1 - (step - cut) / max(1.0, cut * (1 / cut_frac - 1))
-    p = max(0.0, p)
+        p = max(0.0, 1 - (step - cut) / max(1, total_steps - cut))
     return (1 + p * (ratio - 1)) / ratio
 
 

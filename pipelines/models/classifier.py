@@ -60,6 +60,7 @@ class TransferClassifier(PreTrainedModel):
     config_class = TransferClassifierConfig
     base_model_prefix = "backbone"
     accepts_loss_kwargs = False  # the loss is a plain mean: Trainer scales it under accumulation
+    _supports_sdpa = True  # the body is a stock transformers model: let it keep its attention kernel
 
     def __init__(self, config: TransferClassifierConfig, backbone: PreTrainedModel | None = None):
         super().__init__(config)
@@ -68,6 +69,14 @@ class TransferClassifier(PreTrainedModel):
         pooled = 3 * width if config.pooling == "concat" else width
         self.head = PoolingHead(pooled, config.head_hidden, config.num_labels, config.head_dropout)
         self.post_init()
+
+    @classmethod
+    def from_body(cls, body: PreTrainedModel, **config_kwargs) -> "TransferClassifier":
+        """A classifier around an existing (e.g. pre-trained) body. The config gets a copy of the
+        body's config: building a composite config resets its sub-config's attention
+        implementation, which must not reach the live body."""
+        config = TransferClassifierConfig(backbone=body.config.to_dict(), **config_kwargs)
+        return cls(config, backbone=body)
 
     def _init_weights(self, module):
         # Only the head is new; the body keeps its own (pre-trained or own-init) weights.

@@ -10,7 +10,7 @@ from ..backbones import load_body, load_tokenizer, new_language_model, random_bo
 from ..data import classification_splits
 from ..errors import RecipeError
 from ..metrics import classification_metrics
-from ..models.classifier import TransferClassifier, TransferClassifierConfig
+from ..models.classifier import TransferClassifier
 from ..peft_adapters import apply_lora, merge_lora
 from ..trainer import ULMFiTTrainer
 from ..training_args import build_training_args
@@ -68,11 +68,10 @@ def _classifier(cfg, body, label_names, tokenizer) -> TransferClassifier:
     recurrent = getattr(body, "is_recurrent", False)
     context = getattr(body.config, "max_position_embeddings", None) or cfg.max_length
     bptt = cfg.bptt or (RECURRENT_BPTT if recurrent else min(context, cfg.max_length))
-    config = TransferClassifierConfig(backbone=body.config, num_labels=len(label_names), pooling=cfg.pooling,
-                                      head_hidden=cfg.head_hidden, head_dropout=cfg.head_dropout, bptt=bptt,
-                                      max_length=cfg.max_length, pad_token_id=tokenizer.pad_token_id,
-                                      bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    model = TransferClassifier(config, backbone=body)
+    model = TransferClassifier.from_body(
+        body, num_labels=len(label_names), pooling=cfg.pooling, head_hidden=cfg.head_hidden,
+        head_dropout=cfg.head_dropout, bptt=bptt, max_length=cfg.max_length, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     if cfg.peft is not None:
         model = apply_lora(model, cfg.peft)
     return model

@@ -1,0 +1,52 @@
+# lm-transfer: every user-facing command. `make demo` and `make test` set themselves up.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+RECIPE ?= recipes/demo/bbc.yaml
+ARGS   ?=
+# One process by default; e.g. ACCELERATE_CONFIG=recipes/accelerate/cpu_2proc.yaml for two CPU processes.
+ACCELERATE_CONFIG ?= recipes/accelerate/single.yaml
+LAUNCH := $(BIN)/accelerate launch --config_file $(ACCELERATE_CONFIG) -m pipelines
+
+.PHONY: help setup demo test run pretrain finetune classify validate clean
+
+help:
+	@echo "make demo                      ULMFiT on BBC News, offline, a few minutes on a CPU"
+	@echo "make test                      the test suite"
+	@echo "make run RECIPE=... ARGS=...   all stages of a recipe under accelerate launch"
+	@echo "make pretrain|finetune|classify RECIPE=...   one stage"
+	@echo "make validate                  check every recipe without running anything"
+
+$(BIN)/lm-transfer: pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	# The CPU build of torch comes first, so the package's torch requirement is already met.
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "torch==2.13.0" || $(BIN)/pip install -q "torch>=2.4,<2.15"
+	$(BIN)/pip install -q -e ".[demo,test]"
+	touch $@
+
+setup: $(BIN)/lm-transfer
+
+demo: setup
+	$(LAUNCH) run recipes/demo/bbc.yaml $(ARGS)
+
+test: setup
+	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
+
+run: setup
+	$(LAUNCH) run $(RECIPE) $(ARGS)
+
+pretrain: setup
+	$(LAUNCH) run $(RECIPE) --stage pretrain $(ARGS)
+
+finetune: setup
+	$(LAUNCH) run $(RECIPE) --stage lm_finetune $(ARGS)
+
+classify: setup
+	$(LAUNCH) run $(RECIPE) --stage classify $(ARGS)
+
+validate: setup
+	$(BIN)/lm-transfer validate recipes/demo/*.yaml recipes/imdb/*.yaml
+
+clean:
+	rm -rf runs

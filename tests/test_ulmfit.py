@@ -1,0 +1,220 @@
+"""Each ULMFiT technique against the paper's definition, on the AWD-LSTM and on transformers."""
+
+import math
+
+import pytest
+import torch
+from datasets import Dataset
+from transformers import AutoModel, BertConfig, GPT2Config, LlamaConfig, TrainerCallback
+
+from pipelines.models.awd_lstm import AwdLstmConfig, AwdLstmModel
+from pipelines.models.classifier import TransferClassifier
+from pipelines.trainer import ULMFiTTrainer
+from pipelines.training_args import build_training_args
+from pipelines.ulmfit import (concat_pool, discriminative_param_groups, encode_bpt3c, groups_to_train, layer_groups,
+                              slanted_triangular)
+
+V = 40
+NO_DROPOUT = dict(output_dropout=0.0, hidden_dropout=0.0, input_dropout=0.0, embedding_dropout=0.0, weight_dropout=0.0)
+
+
+def awd_body(**kw):
+    torch.manual_seed(0)
+    return AwdLstmModel(AwdLstmConfig(vocab_size=V, embedding_size=8, hidden_size=12, num_hidden_layers=3, **kw))
+
+
+def llama_body():
+    torch.manual_seed(0)
+    return AutoModel.from_config(LlamaConfig(vocab_size=V, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                             num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64))
+
+
+def gpt2_body():
+    return AutoModel.from_config(GPT2Config(vocab_size=V, n_embd=16, n_layer=2, n_head=2, n_positions=64))
+
+
+def bert_body():
+    return AutoModel.from_config(BertConfig(vocab_size=V, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                            intermediate_size=32, max_position_embeddings=64))
+
+
+def classifier(body, num_labels=3, bptt=8):
+    return TransferClassifier.from_body(body, num_labels=num_labels, bptt=bptt, max_length=64)
+
+
+# --------------------------------------------------------------------------- STLR
+
+
+def paper_stlr(t, T, cut_frac, ratio, eta_max):
+    """ULMFiT eq. 3, written as in the paper."""
+    cut = math.floor(T * cut_frac)
+    p = t / cut if t < cut else 1 - (t - cut) / (cut * (1 / cut_frac - 1))
+    return eta_max * (1 + p * (ratio - 1)) / ratio
+
+
+@pytest.mark.parametrize("T,cut_frac,ratio", [(1000, 0.1, 32), (250, 0.2, 10), (30, 0.1, 32)])
+def test_stlr_matches_paper_formula(T, cut_frac, ratio):
+    for t in range(T + 1):
+        assert slanted_triangular(t, T, cut_frac, ratio) == pytest.approx(paper_stlr(t, T, cut_frac, ratio, 1.0))
+
+
+def test_stlr_ends_at_min_when_steps_are_not_a_multiple_of_cut():
+    # T=37: cut=3; the paper's decay length (27) would run below zero before T.
+    values = [slanted_triangular(t, 37) for t in range(38)]
+    assert values[37] == pytest.approx(1 / 32) and min(values) == pytest.approx(1 / 32)
+    assert all(a >= b for a, b in zip(values[3:], values[4:]))
+
+
+def test_stlr_shape():
+    T = 1000
+    values = [slanted_triangular(t, T) for t in range(T + 1)]
+    assert values[0] == pytest.approx(1 / 32) and values[100] == pytest.approx(1.0) and values[T] == pytest.approx(1 / 32)
+    assert max(values) == values[100]
+
+
+def test_trainer_uses_stlr_and_discriminative_rates(tmp_path):
+    model = classifier(awd_body())
+    data = Dataset.from_dict({"input_ids": [[1, 2, 3, 4]] * 16, "attention_mask": [[1] * 4] * 16, "labels": [0, 1] * 8})
+    args = build_training_args({"max_steps": 20, "learning_rate": 0.01, "per_device_train_batch_size": 4,
+                                "slanted_triangular_lr": True, "discriminative_lr_factor": 2.6, "save_strategy": "no",
+                                "disable_tqdm": True}, str(tmp_path))
+    seen = []
+
+    class Record(TrainerCallback):
+        def on_step_begin(self, args, state, control, optimizer=None, lr_scheduler=None, **kw):
+            seen.append({g["layer_group"]: g["lr"] for g in optimizer.param_groups})
+
+    trainer = ULMFiTTrainer(model=model, args=args, train_dataset=data, callbacks=[Record()])
+    trainer.train()
+    num_groups = len(layer_groups(model))
+    for step, rates in enumerate(seen):
+        top = 0.01 * slanted_triangular(step, 20, 0.1, 32)
+        for group, lr in rates.items():
+            assert lr == pytest.approx(top / 2.6 ** (num_groups - 1 - group))
+
+
+# --------------------------------------------------------------------------- layer groups and discriminative lr
+
+
+@pytest.mark.parametrize("make_body,blocks", [(awd_body, 3), (llama_body, 2), (gpt2_body, 2), (bert_body, 2)])
+def test_layer_groups_bottom_to_top(make_body, blocks):
+    model = classifier(make_body())
+    groups = layer_groups(model)
+    assert len(groups) == blocks + 2  # embeddings, each block, top (norm/pooler + head)
+    assert any("embed" in n or "wte" in n or "embeddings" in n for n in groups[0])
+    assert all(n.startswith("head.") or "norm" in n or "ln_f" in n or "pooler" in n for n in groups[-1])
+    assert any(n.startswith("head.") for n in groups[-1])
+    flat = [n for g in groups for n in g]
+    assert sorted(flat) == sorted(n for n, _ in model.named_parameters())  # each parameter exactly once
+
+
+def test_discriminative_rates_divide_by_factor_per_group():
+    model = classifier(awd_body())
+    groups = discriminative_param_groups(model, lr=1.0, factor=2.6, weight_decay=0.1, decay_names=set())
+    rates = {g["layer_group"]: g["lr"] for g in groups}
+    top = max(rates)
+    for group, lr in rates.items():
+        assert lr == pytest.approx(2.6 ** -(top - group))
+    flat = discriminative_param_groups(model, lr=1.0, factor=None, weight_decay=0.1, decay_names=set())
+    assert {g["lr"] for g in flat} == {1.0}
+
+
+# --------------------------------------------------------------------------- gradual unfreezing
+
+
+def test_groups_to_train_schedule():
+    assert [groups_to_train(e, 0, 4, None) for e in range(6)] == [1, 2, 3, 4, 4, 4]
+    assert [groups_to_train(0, s, 4, 5) for s in (0, 4, 5, 9, 10, 15, 99)] == [1, 1, 2, 2, 3, 4, 4]
+
+
+@pytest.mark.parametrize("make_body", [awd_body, llama_body])
+def test_gradual_unfreezing_trains_exactly_the_unfrozen_groups(tmp_path, make_body):
+    model = classifier(make_body())
+    groups = layer_groups(model)
+    n = len(groups)
+    data = Dataset.from_dict({"input_ids": [[1, 2, 3, 4, 5]] * 8, "attention_mask": [[1] * 5] * 8, "labels": [0, 1] * 4})
+    args = build_training_args({"num_train_epochs": n + 1, "learning_rate": 0.01, "per_device_train_batch_size": 4,
+                                "gradual_unfreezing": True, "save_strategy": "no", "disable_tqdm": True}, str(tmp_path))
+    snapshots = []
+
+    class Snapshot(TrainerCallback):
+        def on_epoch_begin(self, args, state, control, model=None, **kw):
+            snapshots.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+
+        def on_train_end(self, args, state, control, model=None, **kw):
+            self.on_epoch_begin(args, state, control, model=model)
+
+    trainer = ULMFiTTrainer(model=model, args=args, train_dataset=data, callbacks=[Snapshot()])
+    trainer.train()
+    assert len(snapshots) == n + 2
+    for epoch in range(n + 1):
+        before, after = snapshots[epoch], snapshots[epoch + 1]
+        trained = min(n, epoch + 1)
+        for index, names in enumerate(groups):
+            moved = [not torch.equal(before[k], after[k]) for k in names if k in before]
+            if index >= n - trained:
+                assert any(moved), f"epoch {epoch}: group {index} should train"
+            else:
+                assert not any(moved), f"epoch {epoch}: group {index} should be frozen"
+    assert all(p.requires_grad for p in model.parameters())  # restored after training
+
+
+# --------------------------------------------------------------------------- concat pooling
+
+
+def test_concat_pool_is_last_max_mean_of_real_tokens():
+    hidden = torch.tensor([[[1.0, -1.0], [3.0, 0.0], [2.0, 5.0], [9.0, 9.0]]])
+    mask = torch.tensor([[1, 1, 1, 0]])
+    pooled = concat_pool(hidden, mask)
+    torch.testing.assert_close(pooled, torch.tensor([[2.0, 5.0, 3.0, 5.0, 2.0, 4 / 3]]))
+
+
+@pytest.mark.parametrize("make_body", [awd_body, llama_body, gpt2_body])
+def test_padding_changes_nothing(make_body):
+    kwargs = NO_DROPOUT if make_body is awd_body else {}
+    model = classifier(make_body(**kwargs), bptt=4).eval()
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
+    padded = torch.tensor([[5, 6, 7, 8, 9, 10, 0, 0, 0, 0, 0]])
+    mask = (torch.arange(11) < 6).long().unsqueeze(0)
+    with torch.no_grad():
+        alone = model(input_ids=ids).logits
+        in_batch = model(input_ids=padded, attention_mask=mask).logits
+    torch.testing.assert_close(alone, in_batch, rtol=1e-4, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- BPT3C
+
+
+def test_bpt3c_carries_lstm_state_across_chunks():
+    body = awd_body(**NO_DROPOUT).eval()
+    ids = torch.randint(1, V, (2, 23), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        whole = body(input_ids=ids).last_hidden_state
+        chunked = encode_bpt3c(body, ids, mask, bptt=5)
+    torch.testing.assert_close(chunked, whole)
+
+
+def test_bpt3c_reads_transformer_documents_in_independent_chunks():
+    body = llama_body().eval()
+    ids = torch.randint(1, V, (2, 12), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        chunked = encode_bpt3c(body, ids, mask, bptt=4)
+        second = body(input_ids=ids[:, 4:8]).last_hidden_state
+    assert chunked.shape == (2, 12, 16)
+    torch.testing.assert_close(chunked[:, 4:8], second)
+
+
+def test_classifier_reads_documents_longer_than_the_context():
+    # GPT-2 with 64 positions classifies a 150-token document: chunks of 32, all pooled.
+    model = classifier(gpt2_body(), bptt=32).eval()
+    model.config.max_length = 150
+    ids = torch.randint(1, V, (1, 150), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits
+        changed_tail = ids.clone()
+        changed_tail[0, 140:] = (changed_tail[0, 140:] + 1) % V
+        logits_tail = model(input_ids=changed_tail).logits
+    assert logits.shape == (1, 3) and torch.isfinite(logits).all()
+    assert not torch.allclose(logits, logits_tail)  # tokens past the context still matter
