@@ -31,7 +31,7 @@ demo: setup
 	$(LAUNCH) run recipes/demo/bbc.yaml $(ARGS)
 
 test: setup
-	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests -q $(PYTEST_ARGS)
 
 run: setup
 	$(LAUNCH) run $(RECIPE) $(ARGS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer,
                           PreTrainedModel, PreTrainedTokenizerBase)
 from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+from transformers.utils import logging as hf_logging
 
 from .config import ModelConfig
 from .errors import RecipeError
@@ -49,8 +50,14 @@ def load_language_model(path: str, objective: str = "auto") -> PreTrainedModel:
 
 
 def load_body(path: str) -> PreTrainedModel:
-    """The body (no LM head) of a language model folder or checkpoint."""
-    return AutoModel.from_pretrained(path)
+    """The body (no LM head) of a language model folder or checkpoint. Loading a body from an LM
+    folder always leaves the LM head's weights unused; transformers' report of that is noise here."""
+    previous = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        return AutoModel.from_pretrained(path)
+    finally:
+        hf_logging.set_verbosity(previous)
 
 
 def random_body_like(body: PreTrainedModel) -> PreTrainedModel:

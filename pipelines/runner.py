@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from accelerate import PartialState
 from omegaconf import OmegaConf
 from transformers import set_seed
@@ -79,6 +80,9 @@ def _stage_module(name: str):
 
 
 def run_recipe(recipe: LoadedRecipe, only: str | None = None, force: bool = False) -> dict[str, dict]:
+    # Denormal floats (values below ~1e-38 that appear as training goes on) are up to 10x slower on
+    # x86 CPUs: measured here, a classifier step grew from 0.3 s to 3 s without this.
+    torch.set_flush_denormal(True)
     state = PartialState()
     stages = recipe.config.run.stages
     if only is not None and only not in stages:

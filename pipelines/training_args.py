@@ -54,7 +54,8 @@ def validate_training_section(section: dict, where: str) -> None:
         try:
             type_validator(key, _coerce(value, _HINTS[key]), _HINTS[key])
         except (TypeError, ValueError) as err:
-            raise RecipeError(f"{where}.{key}: {err}") from None
+            hint = " (YAML reads unquoted no/yes as booleans: write \"no\")" if isinstance(value, bool) else ""
+            raise RecipeError(f"{where}.{key}: {str(err).split('. Errors:')[0]}{hint}") from None
     try:  # Enum values and cross-field rules are checked by TrainingArguments itself.
         build_training_args(section, tempfile.gettempdir())
     except (ValueError, TypeError) as err:

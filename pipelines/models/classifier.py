@@ -33,21 +33,27 @@ class TransferClassifierConfig(PreTrainedConfig):
 
 
 class PoolingHead(nn.Module):
-    """ULMFiT's classifier head: pooled features -> dropout/linear/ReLU -> dropout/linear.
-    (The paper also batch-normalises; with few-shot batches of a handful of examples batch
-    statistics are noise, so LayerNorm is used instead.)"""
+    """ULMFiT's classifier head: two blocks of batch norm, dropout and a linear layer, ReLU between.
+    Batch norm matters here: it standardises each pooled feature across documents, so features that
+    vary little between documents (common in a young language model) still separate classes."""
 
     def __init__(self, in_features: int, hidden: int, num_labels: int, dropout: float):
         super().__init__()
-        self.norm = nn.LayerNorm(in_features)
-        self.dropout1 = nn.Dropout(dropout)
+        self.norm1 = nn.BatchNorm1d(in_features)
         self.dense = nn.Linear(in_features, hidden)
-        self.dropout2 = nn.Dropout(dropout)
+        self.norm2 = nn.BatchNorm1d(hidden)
         self.out_proj = nn.Linear(hidden, num_labels)
+        self.dropout = nn.Dropout(dropout)
+
+    def _norm(self, norm: nn.BatchNorm1d, x: torch.Tensor) -> torch.Tensor:
+        # A training batch of one document has no batch statistics: use the running ones.
+        if self.training and x.size(0) == 1:
+            return nn.functional.batch_norm(x, norm.running_mean, norm.running_var, norm.weight, norm.bias)
+        return norm(x)
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        x = self.dense(self.dropout1(self.norm(pooled)))
-        return self.out_proj(self.dropout2(torch.relu(x)))
+        x = torch.relu(self.dense(self.dropout(self._norm(self.norm1, pooled))))
+        return self.out_proj(self.dropout(self._norm(self.norm2, x)))
 
 
 def _hidden_size(config: PreTrainedConfig) -> int:
@@ -83,7 +89,7 @@ class TransferClassifier(PreTrainedModel):
         if isinstance(module, nn.Linear) and any(module is m for m in self.head.modules()):
             init.kaiming_uniform_(module.weight, a=5 ** 0.5)
             init.zeros_(module.bias)
-        elif isinstance(module, nn.LayerNorm) and any(module is m for m in self.head.modules()):
+        elif isinstance(module, nn.BatchNorm1d) and any(module is m for m in self.head.modules()):
             init.ones_(module.weight)
             init.zeros_(module.bias)
 

@@ -65,6 +65,7 @@ def run(ctx) -> dict:
         "eval_loss": evaluation["eval_loss"],
         "eval_perplexity": math.exp(min(evaluation["eval_loss"], 50)),
         "train_loss": result.training_loss,
+        "train_loss_curve": [round(h["loss"], 4) for h in trainer.state.log_history if "loss" in h],
         "train_blocks": len(blocks["train"]),
         "train_tokens": int(len(blocks["train"]) * tokens_per_block),
         "train_runtime": result.metrics["train_runtime"],

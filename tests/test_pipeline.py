@@ -1,0 +1,96 @@
+"""Tiny all-stages runs through the CLI: losses fall, the classifier beats chance, outputs load
+through the Auto classes, stages are skipped or re-run by config, bad data leaves nothing behind."""
+
+import json
+
+import pytest
+import torch
+from conftest import tiny_recipe, write_recipe
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+from pipelines.cli import main
+
+
+@pytest.fixture(scope="module")
+def awd_run(tmp_path_factory, topic_data):
+    root = tmp_path_factory.mktemp("awd")
+    recipe = write_recipe(root / "recipe.yaml", tiny_recipe(topic_data, root / "run"))
+    assert main(["run", str(recipe)]) == 0
+    return root, recipe
+
+
+def metrics(folder):
+    return json.loads((folder / "metrics.json").read_text())
+
+
+def test_all_stages_lm_loss_falls_and_classifier_beats_chance(awd_run):
+    root, _ = awd_run
+    run = root / "run"
+    losses = metrics(run / "pretrain")["train_loss_curve"]
+    assert losses[-1] < losses[0] - 1.0, losses
+    # better than guessing uniformly over the vocabulary, and fine-tuning does not undo pre-training
+    assert metrics(run / "lm_finetune")["eval_perplexity"] < 0.5 * metrics(run / "tokenizer")["vocab_size"]
+    assert metrics(run / "lm_finetune")["eval_perplexity"] < 1.2 * metrics(run / "pretrain")["eval_perplexity"]
+    classify = metrics(run / "classifier")
+    assert classify["test_accuracy"] > 0.4 and classify["train_examples"] == 24  # chance: 1/3 (measured: 0.49)
+
+
+def test_stage_folders_hold_the_model_and_nothing_half_written(awd_run):
+    run = awd_run[0] / "run"
+    for stage in ("tokenizer", "pretrain", "lm_finetune", "classifier"):
+        files = {p.name for p in (run / stage).iterdir()}
+        assert {"metrics.json", "recipe.yaml", "lm_transfer.json", "tokenizer.json"} <= files
+        assert not any(name.startswith("checkpoint") or name == "optimizer.pt" for name in files)
+    assert not list(run.glob("*.partial")) and not list(run.glob("*.work"))
+
+
+def test_classifier_and_lm_reload_through_auto_classes_with_identical_logits(awd_run):
+    run = awd_run[0] / "run"
+    tokenizer = AutoTokenizer.from_pretrained(run / "classifier")
+    batch = tokenizer(["the match was won by the team", "garlic butter sauce"], return_tensors="pt", padding=True)
+    first = AutoModelForSequenceClassification.from_pretrained(run / "classifier").eval()
+    second = AutoModelForSequenceClassification.from_pretrained(run / "classifier").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(first(**batch).logits, second(**batch).logits, rtol=0, atol=0)
+    assert first.config.id2label == {0: "food", 1: "sport", 2: "tech"}
+    lm = AutoModelForCausalLM.from_pretrained(run / "lm_finetune")
+    assert type(lm).__name__ == "AwdLstmForCausalLM"
+
+
+def test_rerun_skips_current_stages_and_reruns_changed_ones(awd_run, capsys):
+    root, recipe = awd_run
+    run = root / "run"
+    before = {s: (run / s / "lm_transfer.json").stat().st_mtime for s in ("pretrain", "lm_finetune", "classifier")}
+    capsys.readouterr()
+    assert main(["run", str(recipe), "classify.training.num_train_epochs=2"]) == 0
+    out = capsys.readouterr().out
+    assert "[tokenizer] up to date" in out and "[pretrain] up to date" in out and "[lm_finetune] up to date" in out
+    assert "[classify] running" in out
+    after = {s: (run / s / "lm_transfer.json").stat().st_mtime for s in before}
+    assert after["pretrain"] == before["pretrain"] and after["classifier"] > before["classifier"]
+    assert "test accuracy (transferred)" in out and str(run / "classifier") in out
+
+
+def test_bad_data_fails_with_one_line_and_leaves_nothing(awd_run, capsys):
+    root, recipe = awd_run
+    out = root / "bad"
+    code = main(["run", str(recipe), f"run.output_dir={out}", "run.stages=[tokenizer,classify]",
+                 "classify.init_from=null", "classify.model.tokenizer=${tokenizer.output_dir}",
+                 "classify.examples_per_class=1000"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: examples_per_class=1000")
+    assert not (out / "classifier").exists() and not (out / "classifier.partial").exists()
+
+
+def test_transformer_backbone_with_lora_and_scratch_baseline(tmp_path, topic_data):
+    recipe = tiny_recipe(topic_data, tmp_path / "run", backbone="llama")
+    recipe["run"]["stages"] = ["tokenizer", "pretrain", "classify"]
+    recipe["classify"].update(init_from="${pretrain.output_dir}", compare_scratch=True,
+                              peft={"method": "lora", "r": 4, "alpha": 8})
+    assert main(["run", str(write_recipe(tmp_path / "llama.yaml", recipe))]) == 0
+    result = metrics(tmp_path / "run" / "classifier")
+    assert result["test_accuracy"] > 0.6 and result["test_accuracy"] > result["scratch"]["test_accuracy"]
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "run" / "classifier")
+    assert not any("lora" in n for n, _ in model.named_parameters())  # merged before saving
+    assert type(model.backbone).__name__ == "LlamaModel"

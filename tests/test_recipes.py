@@ -1,0 +1,113 @@
+"""Recipes: every shipped YAML validates; references, overrides, fingerprints and every error path."""
+
+from pathlib import Path
+
+import pytest
+from conftest import tiny_recipe, write_recipe
+
+from pipelines.cli import main
+from pipelines.config import ClassifyStage, LMStage, load_recipe
+from pipelines.errors import RecipeError
+
+RECIPES = sorted(p for p in (Path(__file__).resolve().parents[1] / "recipes").rglob("*.yaml")
+                 if "accelerate" not in p.parts)
+
+
+def test_the_expected_recipes_ship():
+    names = {str(p.relative_to(p.parents[1])) for p in RECIPES}
+    assert {"demo/bbc.yaml", "imdb/ulmfit.yaml", "imdb/small.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_recipe_validates(path, monkeypatch):
+    # Local-path checks need ../shared, which tests must not require: validate the structure alone.
+    monkeypatch.setattr("pipelines.config._check_local_path", lambda *a: None)
+    recipe = load_recipe(path)
+    for name in recipe.config.run.stages:
+        stage = recipe.stage(name)
+        assert stage.output_dir.startswith(recipe.config.run.output_dir)
+
+
+def test_imdb_ulmfit_recipe_has_the_papers_hyperparameters(monkeypatch):
+    monkeypatch.setattr("pipelines.config._check_local_path", lambda *a: None)
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes/imdb/ulmfit.yaml").config
+    model = recipe.pretrain.model.config
+    assert (model["embedding_size"], model["hidden_size"], model["num_hidden_layers"]) == (400, 1150, 3)
+    assert [model[k] for k in ("output_dropout", "hidden_dropout", "input_dropout", "embedding_dropout",
+                               "weight_dropout")] == [0.4, 0.3, 0.4, 0.05, 0.5]
+    assert recipe.pretrain.block_size == 70 and recipe.pretrain.data.path == "Salesforce/wikitext"
+    assert recipe.lm_finetune.data.unlabeled_splits == ["unsupervised"]
+    train = recipe.classify.training
+    assert (train["adam_beta1"], train["adam_beta2"]) == (0.7, 0.99)
+    assert train["discriminative_lr_factor"] == 2.6 and train["gradual_unfreezing"] and train["slanted_triangular_lr"]
+    assert (train["stlr_cut_frac"], train["stlr_ratio"]) == (0.1, 32)
+    assert recipe.classify.head_hidden == 50 and recipe.classify.data.path == "stanfordnlp/imdb"
+
+
+@pytest.fixture
+def recipe_file(tmp_path, topic_data):
+    return write_recipe(tmp_path / "tiny.yaml", tiny_recipe(topic_data, tmp_path / "run"))
+
+
+def test_references_resolve_to_earlier_outputs(recipe_file, tmp_path):
+    recipe = load_recipe(recipe_file).config
+    assert recipe.classify.init_from == str(tmp_path / "run" / "lm_finetune")
+    assert recipe.pretrain.model.tokenizer == str(tmp_path / "run" / "tokenizer")
+    assert isinstance(recipe.classify, ClassifyStage) and isinstance(recipe.pretrain, LMStage)
+
+
+def test_dotted_overrides_win_and_propagate_through_references(recipe_file, tmp_path, topic_data):
+    recipe = load_recipe(recipe_file, ["classify.training.learning_rate=0.001", f"run.output_dir={tmp_path}/other",
+                                       "classify.examples_per_class=3"]).config
+    assert recipe.classify.training["learning_rate"] == 0.001
+    assert recipe.classify.examples_per_class == 3
+    assert recipe.classify.init_from == f"{tmp_path}/other/lm_finetune"
+
+
+def test_fingerprint_changes_for_the_edited_stage_and_every_later_one(recipe_file):
+    base = load_recipe(recipe_file).fingerprints()
+    edited = load_recipe(recipe_file, ["lm_finetune.training.learning_rate=0.5"]).fingerprints()
+    assert base["tokenizer"] == edited["tokenizer"] and base["pretrain"] == edited["pretrain"]
+    assert base["lm_finetune"] != edited["lm_finetune"] and base["classify"] != edited["classify"]
+    assert load_recipe(recipe_file).fingerprints() == base  # stable
+
+
+@pytest.mark.parametrize("override,message", [
+    ("classify.training.learning_rat=1", "classify.training.learning_rat: unknown training key"),
+    ("classify.training.learning_rate=fast", "classify.training.learning_rate"),
+    ("classify.training.eval_strategy=sometimes", "classify.training"),
+    ("classify.training.output_dir=x", "classify.training.output_dir"),
+    ("pretrain.block_size=many", "pretrain.block_size"),
+    ("pretrain.bogus=1", "pretrain.bogus"),
+    ("classify.pooling=attention", "classify.pooling"),
+    ("pretrain.model.backbone=rnn", "pretrain.model.backbone"),
+    ("run.stages=[tokenizer,embed]", "run.stages: unknown stage 'embed'"),
+    ("data.path=./no/such/folder", "data.path: local path './no/such/folder' does not exist"),
+    ("classify.init_from=./missing_lm", "classify.init_from: local path './missing_lm' does not exist"),
+])
+def test_bad_recipes_fail_naming_file_and_key(recipe_file, override, message):
+    with pytest.raises(RecipeError) as err:
+        load_recipe(recipe_file, [override])
+    assert str(recipe_file) in str(err.value) and message in str(err.value)
+
+
+def test_missing_recipe_and_bad_yaml(tmp_path):
+    with pytest.raises(RecipeError, match="recipe file not found"):
+        load_recipe(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("run: [unclosed\n")
+    with pytest.raises(RecipeError, match="not valid YAML"):
+        load_recipe(bad)
+
+
+def test_cli_validate_reports_one_line_and_exit_code(recipe_file, capsys):
+    assert main(["validate", str(recipe_file)]) == 0
+    assert main(["validate", str(recipe_file), "--set", "classify.training.learning_rat=1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "learning_rat" in err[0]
+
+
+def test_cli_run_rejects_bad_recipe_before_any_work(recipe_file, tmp_path, capsys):
+    assert main(["run", str(recipe_file), "pretrain.training.num_train_epoch=3"]) == 2
+    assert "num_train_epoch" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
