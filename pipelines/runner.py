@@ -92,8 +92,10 @@ def run_recipe(recipe: LoadedRecipe, only: str | None = None, force: bool = Fals
     for name in stages:
         ctx = StageContext(recipe, name, fingerprints[name], state)
         if only is not None and name != only:
-            if not stage_is_current(ctx.output_dir, ctx.fingerprint):
-                _say(state, f"[{name}] not built from this config yet; run it first (or run all stages)")
+            before_only = stages.index(name) < stages.index(only)
+            if before_only and not stage_is_current(ctx.output_dir, ctx.fingerprint):
+                raise RecipeError(f"{recipe.path}: --stage {only} needs stage '{name}' built from this config "
+                                  f"first ({ctx.output_dir} is missing or stale); run without --stage")
             continue
         if not force and stage_is_current(ctx.output_dir, ctx.fingerprint):
             _say(state, f"[{name}] up to date in {ctx.output_dir} (config {ctx.fingerprint}); skipped")

@@ -190,3 +190,23 @@ def test_generate(ids):
         )
         for step, step_logits in enumerate(gen.logits):
             torch.testing.assert_close(step_logits, lm(gen.sequences[:, : 4 + step]).logits[:, -1])
+
+
+def test_sequence_classification_from_an_lm_folder_reuses_the_body(tmp_path, ids):
+    from transformers import AutoModelForSequenceClassification
+
+    import pipelines  # noqa: F401  (registers the classifier)
+
+    lm = tiny_lm()
+    lm.save_pretrained(tmp_path / "lm")
+    classifier = AutoModelForSequenceClassification.from_pretrained(tmp_path / "lm", num_labels=3).eval()
+    assert type(classifier).__name__ == "AwdLstmForSequenceClassification"
+    for name, value in lm.model.state_dict().items():
+        torch.testing.assert_close(classifier.model.state_dict()[name], value, rtol=0, atol=0)
+    logits = classifier(input_ids=ids).logits
+    assert logits.shape == (3, 3) and torch.isfinite(logits).all()
+    # the new head is initialised, buffers included (batch-norm statistics start at 0 mean, 1 variance)
+    assert torch.equal(classifier.head.norm1.running_var, torch.ones_like(classifier.head.norm1.running_var))
+    classifier.save_pretrained(tmp_path / "clf")
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "clf").eval()
+    torch.testing.assert_close(reloaded(input_ids=ids).logits, logits, rtol=0, atol=0)

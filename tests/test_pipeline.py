@@ -94,3 +94,37 @@ def test_transformer_backbone_with_lora_and_scratch_baseline(tmp_path, topic_dat
     model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "run" / "classifier")
     assert not any("lora" in n for n, _ in model.named_parameters())  # merged before saving
     assert type(model.backbone).__name__ == "LlamaModel"
+
+
+def test_masked_lm_checkpoint_is_fine_tuned_with_its_own_objective(tmp_path, topic_data):
+    from transformers import BertConfig, BertForMaskedLM
+
+    from pipelines.stages.tokenizer import build_tokenizer
+
+    texts = [json.loads(line)["text"] for line in (topic_data / "train.jsonl").read_text().splitlines()]
+    tokenizer = build_tokenizer(texts, "bpe", 300)
+    tokenizer.add_special_tokens({"mask_token": "<mask>"})
+    torch.manual_seed(0)
+    encoder = BertForMaskedLM(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
+                                         num_attention_heads=2, intermediate_size=64, max_position_embeddings=64,
+                                         pad_token_id=tokenizer.pad_token_id))
+    encoder.save_pretrained(tmp_path / "encoder")
+    tokenizer.save_pretrained(tmp_path / "encoder")
+    recipe = tiny_recipe(topic_data, tmp_path / "run")
+    recipe["run"]["stages"] = ["lm_finetune", "classify"]
+    recipe["lm_finetune"].update(init_from=str(tmp_path / "encoder"))
+    recipe["lm_finetune"]["training"].update(num_train_epochs=8, learning_rate=1e-3, discriminative_lr_factor=None)
+    assert main(["run", str(write_recipe(tmp_path / "bert.yaml", recipe))]) == 0
+    lm = metrics(tmp_path / "run" / "lm_finetune")
+    assert lm["objective"] == "masked"
+    assert lm["train_loss_curve"][-1] < lm["train_loss_curve"][0] - 0.5, lm["train_loss_curve"]
+    classifier = AutoModelForSequenceClassification.from_pretrained(tmp_path / "run" / "classifier")
+    assert type(classifier.backbone).__name__ == "BertModel"
+
+
+def test_single_stage_needs_earlier_stages_built(tmp_path, topic_data, capsys):
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(topic_data, tmp_path / "run"))
+    assert main(["run", str(recipe), "--stage", "classify"]) == 2
+    assert "needs stage 'tokenizer' built" in capsys.readouterr().err
+    assert main(["run", str(recipe), "--stage", "tokenizer"]) == 0
+    assert (tmp_path / "run" / "tokenizer").exists() and not (tmp_path / "run" / "pretrain").exists()

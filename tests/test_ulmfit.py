@@ -39,7 +39,7 @@ def bert_body():
 
 
 def classifier(body, num_labels=3, bptt=8):
-    return TransferClassifier.from_body(body, num_labels=num_labels, bptt=bptt, max_length=64)
+    return TransferClassifier.from_body(body, num_labels=num_labels, bptt=bptt, max_tokens=64)
 
 
 # --------------------------------------------------------------------------- STLR
@@ -209,7 +209,7 @@ def test_bpt3c_reads_transformer_documents_in_independent_chunks():
 def test_classifier_reads_documents_longer_than_the_context():
     # GPT-2 with 64 positions classifies a 150-token document: chunks of 32, all pooled.
     model = classifier(gpt2_body(), bptt=32).eval()
-    model.config.max_length = 150
+    model.config.max_tokens = 150
     ids = torch.randint(1, V, (1, 150), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         logits = model(input_ids=ids).logits

@@ -17,7 +17,7 @@ from transformers.configuration_utils import SubConfigSpec
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from ..ulmfit import concat_pool, encode_bpt3c
-from .awd_lstm import AwdLstmConfig
+from .awd_lstm import AwdLstmConfig, AwdLstmModel
 
 
 class TransferClassifierConfig(PreTrainedConfig):
@@ -29,7 +29,9 @@ class TransferClassifierConfig(PreTrainedConfig):
     head_hidden: int = 50
     head_dropout: float = 0.1
     bptt: int = 70
-    max_length: int = 512
+    # Documents are cut to this many tokens (BPT3C reads them in bptt-sized chunks). Not named
+    # max_length: transformers treats that name as a generation parameter.
+    max_tokens: int = 512
 
 
 class PoolingHead(nn.Module):
@@ -90,8 +92,12 @@ class TransferClassifier(PreTrainedModel):
             init.kaiming_uniform_(module.weight, a=5 ** 0.5)
             init.zeros_(module.bias)
         elif isinstance(module, nn.BatchNorm1d) and any(module is m for m in self.head.modules()):
+            # Buffers too: a head missing from a checkpoint is allocated empty, not constructed.
             init.ones_(module.weight)
             init.zeros_(module.bias)
+            init.zeros_(module.running_mean)
+            init.ones_(module.running_var)
+            init.zeros_(module.num_batches_tracked)
 
     def pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = encode_bpt3c(self.backbone, input_ids, attention_mask, self.config.bptt)
@@ -105,11 +111,37 @@ class TransferClassifier(PreTrainedModel):
                 labels: torch.Tensor | None = None, **kwargs) -> SequenceClassifierOutput:
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        input_ids, attention_mask = input_ids[:, :self.config.max_length], attention_mask[:, :self.config.max_length]
+        input_ids, attention_mask = input_ids[:, :self.config.max_tokens], attention_mask[:, :self.config.max_tokens]
         logits = self.head(self.pool(input_ids, attention_mask).float())
         loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
 
+class AwdLstmForSequenceClassification(TransferClassifier):
+    """What `AutoModelForSequenceClassification` builds from an AWD-LSTM config or language-model
+    folder: the LM's body (its `model.*` weights) with the same concat-pooling head. Head settings
+    not in the config take TransferClassifierConfig's defaults (and are saved with it)."""
+
+    config_class = AwdLstmConfig
+    base_model_prefix = "model"
+    _supports_sdpa = False  # no attention in an LSTM
+
+    def __init__(self, config: AwdLstmConfig):
+        defaults = TransferClassifierConfig()
+        for key in ("pooling", "head_hidden", "head_dropout", "bptt", "max_tokens"):
+            if not hasattr(config, key):
+                setattr(config, key, getattr(defaults, key))
+        PreTrainedModel.__init__(self, config)
+        self.model = AwdLstmModel(config)
+        pooled = 3 * config.embedding_size if config.pooling == "concat" else config.embedding_size
+        self.head = PoolingHead(pooled, config.head_hidden, config.num_labels, config.head_dropout)
+        self.post_init()
+
+    @property
+    def backbone(self) -> AwdLstmModel:
+        return self.model
+
+
 AutoConfig.register("lm_transfer_classifier", TransferClassifierConfig, exist_ok=True)
 AutoModelForSequenceClassification.register(TransferClassifierConfig, TransferClassifier, exist_ok=True)
+AutoModelForSequenceClassification.register(AwdLstmConfig, AwdLstmForSequenceClassification, exist_ok=True)

@@ -70,7 +70,7 @@ def _classifier(cfg, body, label_names, tokenizer) -> TransferClassifier:
     bptt = cfg.bptt or (RECURRENT_BPTT if recurrent else min(context, cfg.max_length))
     model = TransferClassifier.from_body(
         body, num_labels=len(label_names), pooling=cfg.pooling, head_hidden=cfg.head_hidden,
-        head_dropout=cfg.head_dropout, bptt=bptt, max_length=cfg.max_length, pad_token_id=tokenizer.pad_token_id,
+        head_dropout=cfg.head_dropout, bptt=bptt, max_tokens=cfg.max_length, pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     if cfg.peft is not None:
         model = apply_lora(model, cfg.peft)
