@@ -9,26 +9,26 @@ import datasets
 import evaluate
 from sklearn.metrics import accuracy_score, f1_score
 
-_LABEL_FEATURES = datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")})
+class _LabelMetric(evaluate.Metric):
+    """A metric over integer class predictions and references."""
 
+    description = ""
 
-class Accuracy(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description="Fraction of predictions equal to the reference label.",
-            citation="", inputs_description="predictions, references: class ids",
-            features=_LABEL_FEATURES)
+        features = datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")})
+        return evaluate.MetricInfo(description=self.description, citation="",
+                                   inputs_description="predictions, references: class ids", features=features)
+
+
+class Accuracy(_LabelMetric):
+    description = "Fraction of predictions equal to the reference label."
 
     def _compute(self, predictions, references):
         return {"accuracy": float(accuracy_score(references, predictions))}
 
 
-class MacroF1(evaluate.Metric):
-    def _info(self):
-        return evaluate.MetricInfo(
-            description="F1 averaged over classes with equal weight (macro-F1).",
-            citation="", inputs_description="predictions, references: class ids",
-            features=_LABEL_FEATURES)
+class MacroF1(_LabelMetric):
+    description = "F1 averaged over classes with equal weight (macro-F1)."
 
     def _compute(self, predictions, references):
         return {"f1_macro": float(f1_score(references, predictions, average="macro", zero_division=0))}
