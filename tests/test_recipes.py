@@ -111,3 +111,16 @@ def test_cli_run_rejects_bad_recipe_before_any_work(recipe_file, tmp_path, capsy
     assert main(["run", str(recipe_file), "pretrain.training.num_train_epoch=3"]) == 2
     assert "num_train_epoch" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+ACCELERATE = sorted((Path(__file__).resolve().parents[1] / "recipes" / "accelerate").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", ACCELERATE, ids=lambda p: p.name)
+def test_accelerate_configs_load(path):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(path))
+    assert config.num_processes >= 1
+    if path.name == "cpu_2proc.yaml":  # `--cpu` with 2 processes would silently run one
+        assert config.num_processes == 2 and config.use_cpu and config.distributed_type == "MULTI_GPU"

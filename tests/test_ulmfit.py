@@ -218,3 +218,23 @@ def test_classifier_reads_documents_longer_than_the_context():
         logits_tail = model(input_ids=changed_tail).logits
     assert logits.shape == (1, 3) and torch.isfinite(logits).all()
     assert not torch.allclose(logits, logits_tail)  # tokens past the context still matter
+
+
+# --------------------------------------------------------------------------- LoRA
+
+
+def test_lora_on_awd_lstm_targets_embedding_and_merges_away():
+    from pipelines.config import PeftSection
+    from pipelines.peft_adapters import apply_lora, lora_targets, merge_lora
+
+    model = classifier(awd_body())
+    assert lora_targets(model) == ["backbone.embed_tokens"]  # the LSTM weights are not Linear layers
+    wrapped = apply_lora(model, PeftSection(r=2, alpha=4))
+    trainable = {n for n, p in wrapped.named_parameters() if p.requires_grad}
+    assert any("lora_embedding" in n for n in trainable) and any("head" in n for n in trainable)
+    assert not any("layers" in n for n in trainable)  # the LSTM stays frozen
+    ids = torch.randint(1, V, (2, 10))
+    wrapped(input_ids=ids, labels=torch.tensor([0, 1])).loss.backward()
+    assert all(wrapped.get_parameter(n).grad is not None for n in trainable if "lora" in n)
+    merged = merge_lora(wrapped)
+    assert type(merged) is TransferClassifier and not any("lora" in n for n, _ in merged.named_parameters())
