@@ -142,6 +142,8 @@ def _say(state: PartialState, message: str) -> None:
 def summary_table(recipe: LoadedRecipe, results: dict[str, dict]) -> str:
     rows = [("stage", "metric", "value")]
     for name, metrics in results.items():
+        if metrics.get("eval_perplexity_before_training"):
+            rows.append((name, "validation perplexity before", f"{metrics['eval_perplexity_before_training']:.1f}"))
         if "eval_perplexity" in metrics:
             rows.append((name, "validation perplexity", f"{metrics['eval_perplexity']:.1f}"))
         if "train_tokens_per_second" in metrics:

@@ -30,7 +30,10 @@ def test_all_stages_lm_loss_falls_and_classifier_beats_chance(awd_run):
     assert losses[-1] < losses[0] - 1.0, losses
     # better than guessing uniformly over the vocabulary, and fine-tuning does not undo pre-training
     assert metrics(run / "lm_finetune")["eval_perplexity"] < 0.5 * metrics(run / "tokenizer")["vocab_size"]
-    assert metrics(run / "lm_finetune")["eval_perplexity"] < 1.2 * metrics(run / "pretrain")["eval_perplexity"]
+    finetune = metrics(run / "lm_finetune")
+    assert finetune["eval_perplexity"] < 1.2 * metrics(run / "pretrain")["eval_perplexity"]
+    assert finetune["eval_perplexity"] <= finetune["eval_perplexity_before_training"]
+    assert metrics(run / "pretrain")["eval_perplexity_before_training"] is None
     classify = metrics(run / "classifier")
     assert classify["test_accuracy"] > 0.4 and classify["train_examples"] == 24  # chance: 1/3 (measured: 0.49)
 

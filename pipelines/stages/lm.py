@@ -55,6 +55,8 @@ def run(ctx) -> dict:
     collator = DataCollatorForLanguageModeling(tokenizer, mlm=masked, mlm_probability=cfg.mlm_probability)
     trainer = ULMFiTTrainer(model=model, args=args, train_dataset=blocks["train"], eval_dataset=blocks["validation"],
                             data_collator=collator, processing_class=tokenizer)
+    # A continued LM is scored on the new text first, so the gain from fine-tuning is measured.
+    before = trainer.evaluate()["eval_loss"] if cfg.init_from else None
     result = trainer.train(resume_from_checkpoint=ctx.resume_checkpoint())
     evaluation = trainer.evaluate()
     # 6. save (weights, config, tokenizer; no optimizer state)
@@ -64,6 +66,7 @@ def run(ctx) -> dict:
         "objective": "masked" if masked else "causal",
         "eval_loss": evaluation["eval_loss"],
         "eval_perplexity": math.exp(min(evaluation["eval_loss"], 50)),
+        "eval_perplexity_before_training": None if before is None else math.exp(min(before, 50)),
         "train_loss": result.training_loss,
         "train_loss_curve": [round(h["loss"], 4) for h in trainer.state.log_history if "loss" in h],
         "train_blocks": len(blocks["train"]),
