@@ -47,6 +47,12 @@ class PoolingHead(nn.Module):
         self.out_proj = nn.Linear(hidden, num_labels)
         self.dropout = nn.Dropout(dropout)
 
+    @classmethod
+    def for_config(cls, config, width: int) -> "PoolingHead":
+        """The head a classifier config asks for, over a body whose hidden states are `width` wide."""
+        pooled = 3 * width if config.pooling == "concat" else width
+        return cls(pooled, config.head_hidden, config.num_labels, config.head_dropout)
+
     def _norm(self, norm: nn.BatchNorm1d, x: torch.Tensor) -> torch.Tensor:
         # A training batch of one document has no batch statistics: use the running ones.
         if self.training and x.size(0) == 1:
@@ -73,9 +79,7 @@ class TransferClassifier(PreTrainedModel):
     def __init__(self, config: TransferClassifierConfig, backbone: PreTrainedModel | None = None):
         super().__init__(config)
         self.backbone = backbone if backbone is not None else AutoModel.from_config(config.backbone)
-        width = _hidden_size(config.backbone)
-        pooled = 3 * width if config.pooling == "concat" else width
-        self.head = PoolingHead(pooled, config.head_hidden, config.num_labels, config.head_dropout)
+        self.head = PoolingHead.for_config(config, _hidden_size(config.backbone))
         self.post_init()
 
     @classmethod
@@ -133,8 +137,7 @@ class AwdLstmForSequenceClassification(TransferClassifier):
                 setattr(config, key, getattr(defaults, key))
         PreTrainedModel.__init__(self, config)
         self.model = AwdLstmModel(config)
-        pooled = 3 * config.embedding_size if config.pooling == "concat" else config.embedding_size
-        self.head = PoolingHead(pooled, config.head_hidden, config.num_labels, config.head_dropout)
+        self.head = PoolingHead.for_config(config, config.embedding_size)
         self.post_init()
 
     @property
