@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 TOPICS = {
     "sport": "match goal team player coach season league score win cup striker keeper referee fans".split(),
