@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 import typing
+import warnings
 from dataclasses import dataclass, field
 
 from huggingface_hub.dataclasses import type_validator
@@ -78,6 +79,28 @@ def _device_defaults() -> dict:
     return {} if has_accelerator else {"use_cpu": True}
 
 
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        warnings.warn(message, stacklevel=3)
+
+
+def cpu_has_native_bf16() -> bool:
+    """AMX or AVX512-BF16. Without them bf16 is emulated: measured on an AVX2-only CPU, a training
+    step under bf16 autocast took 23x as long as in fp32 (with AMX it is 1.4-1.7x faster)."""
+    import torch
+
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    return any(check() for check in checks if check is not None)
+
+
 def build_training_args(section: dict, output_dir: str, **stage_overrides) -> ULMFiTTrainingArguments:
     values = {**STAGE_DEFAULTS, **_device_defaults(), **{k: _coerce(v, _HINTS[k]) for k, v in section.items()}, **stage_overrides}
+    if values.get("bf16") and values.get("use_cpu") and not cpu_has_native_bf16():
+        _warn_once("bf16 asked for, but this CPU has no native bf16 (AMX / AVX512-BF16), where it runs many times "
+                   "slower than fp32: training in fp32")
+        values["bf16"] = False
     return ULMFiTTrainingArguments(output_dir=output_dir, **values)
