@@ -11,10 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .errors import RecipeError
@@ -108,9 +109,64 @@ class ClassifyStage:
     head_hidden: int = 50
     head_dropout: float = 0.1
     peft: Optional[PeftSection] = None
+    # Train only the head, the body frozen (ULMFiT Table 7's "last layer" ablation).
+    freeze_body: bool = False
+    # Random weights in init_from's architecture (its trained weights unused): the from-scratch baseline.
+    random_init: bool = False
     # Also train the same classifier from random init on the same labels, for comparison.
     compare_scratch: bool = False
     training: Dict[str, Any] = field(default_factory=dict)
+
+
+ARM_METHODS = ("finetune", "probe", "tfidf")
+
+
+@dataclass
+class ArmSection:
+    """One arm of a label-efficiency sweep: a recipe fragment merged over the recipe for its cells."""
+
+    # finetune: the classify stage (ULMFiT techniques as configured); probe: the body frozen,
+    # pooled features + logistic regression; tfidf: TF-IDF + logistic regression (no model).
+    method: str = "finetune"
+    # Start from this arm's definition (built-in or the recipe's) and merge this one over it.
+    based_on: Optional[str] = None
+    description: str = ""
+    # Recipe sections to merge over the recipe, e.g. {classify: {peft: {r: 4}}}. Kept unresolved
+    # until the arm is built, so ${lm_finetune.output_dir} means the arm's own LM.
+    recipe: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AblationTable:
+    title: str = MISSING
+    # Row label -> arm, in table order.
+    rows: Dict[str, str] = MISSING
+
+
+@dataclass
+class SweepSection:
+    output_dir: str = MISSING
+    arms: List[str] = MISSING
+    # Label budgets: per class, or totals (split equally over classes); exactly one of the two.
+    examples_per_class: Optional[List[int]] = None
+    total_examples: Optional[List[int]] = None
+    seeds: List[int] = field(default_factory=lambda: [0, 1, 2])
+    # The arm every other arm's data multiplier is measured against.
+    reference: str = "scratch"
+    # Stratified, seeded test subset for speed; None: the full test split.
+    test_examples: Optional[int] = 2000
+    # The pretrained checkpoint of the checkpoint_* arms (Hub id, local folder or packaged model).
+    checkpoint: Optional[str] = None
+    # A fragment merged over the recipe for every arm (before the arm's own), e.g. shorter
+    # documents for the cells: {classify: {max_length: 256}}.
+    recipe: Dict[str, Any] = field(default_factory=dict)
+    # Extra or tuned arms, merged over the built-in arm of the same name (pipelines/arms.yaml).
+    arm_definitions: Dict[str, ArmSection] = field(default_factory=dict)
+    # ULMFiT Tables 6-7: extra arms run at one budget, reported as tables.
+    ablation_examples_per_class: Optional[int] = None
+    ablations: List[AblationTable] = field(default_factory=list)
+    # Keep each cell's trained classifier (large: one model per cell).
+    save_models: bool = False
 
 
 @dataclass
@@ -130,8 +186,8 @@ class Recipe:
     pretrain: Optional[LMStage] = None
     lm_finetune: Optional[LMStage] = None
     classify: Optional[ClassifyStage] = None
-    # Left open for the sweep runner (issue 3); validated there.
-    sweep: Optional[Dict[str, Any]] = None
+    # Label-efficiency sweep (lm-transfer sweep): arms x budgets x seeds.
+    sweep: Optional[SweepSection] = None
 
 
 @dataclass
@@ -139,6 +195,9 @@ class LoadedRecipe:
     path: str
     config: Recipe  # typed, resolved
     resolved: dict  # plain, resolved (what gets written next to outputs)
+    raw: Any = None  # the unresolved document (overrides applied), for deriving sweep arms
+    # sweep.arm_definitions, typed but with each `recipe` fragment left unresolved
+    arm_definitions: Dict[str, ArmSection] = field(default_factory=dict)
 
     def stage(self, name: str):
         return getattr(self.config, name)
@@ -165,18 +224,42 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
     for item in overrides:
         if "=" not in item:
             raise RecipeError(f"{path}: override '{item}' is not key=value")
-    try:
+    with _recipe_errors(path):
         raw = OmegaConf.merge(raw, OmegaConf.from_dotlist(list(overrides)))
+    return build_recipe(raw, path)
+
+
+def build_recipe(raw, path: str) -> LoadedRecipe:
+    """Type-check, resolve and validate a recipe document (a loaded file, or a sweep arm's
+    derivation of one). `path` names it in every error."""
+    raw = OmegaConf.create(OmegaConf.to_container(raw, resolve=False))
+    definitions = {}
+    sweep = raw.get("sweep")
+    if isinstance(sweep, DictConfig) and "arm_definitions" in sweep:
+        # Arm fragments refer to the arm's own stages (${lm_finetune.output_dir}): resolved per arm.
+        with _recipe_errors(path):
+            for name, node in sweep.pop("arm_definitions").items():
+                typed = OmegaConf.merge(OmegaConf.structured(ArmSection), node)
+                definitions[str(name)] = ArmSection(method=typed.method, based_on=typed.based_on,
+                                                    description=typed.description,
+                                                    recipe=OmegaConf.to_container(typed.recipe, resolve=False))
+    with _recipe_errors(path):
         typed = OmegaConf.merge(OmegaConf.structured(Recipe), raw)
         resolved = OmegaConf.to_container(typed, resolve=True, throw_on_missing=True)
+    recipe: Recipe = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Recipe), resolved))
+    loaded = LoadedRecipe(path=path, config=recipe, resolved=resolved, raw=raw, arm_definitions=definitions)
+    _check(loaded)
+    return loaded
+
+
+@contextmanager
+def _recipe_errors(path: str):
+    try:
+        yield
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or "?"
         msg = str(err).splitlines()[0]
         raise RecipeError(f"{path}: {key}: {msg}") from None
-    recipe: Recipe = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Recipe), resolved))
-    loaded = LoadedRecipe(path=path, config=recipe, resolved=resolved)
-    _check(loaded)
-    return loaded
 
 
 def _check(loaded: LoadedRecipe) -> None:
@@ -221,6 +304,9 @@ def _check(loaded: LoadedRecipe) -> None:
                 raise RecipeError(f"{path}: {name}.examples_per_class: must be at least 1")
             if stage.peft is not None:
                 _check_choice(path, f"{name}.peft.method", stage.peft.method, ("lora",))
+            if stage.freeze_body and (stage.training.get("gradual_unfreezing") or stage.peft is not None):
+                raise RecipeError(f"{path}: {name}.freeze_body: trains the head alone; it cannot be combined "
+                                  "with gradual_unfreezing or peft")
         if isinstance(stage, TokenizerStage):
             _check_choice(path, f"{name}.algorithm", stage.algorithm, ("bpe", "unigram"))
 

@@ -1,12 +1,18 @@
 """Stage 4: a sequence classifier built from the language model (its body reused, a new concat-pooling
-head), fine-tuned with the ULMFiT techniques on few labels, evaluated on the test split."""
+head), fine-tuned with the ULMFiT techniques on few labels, evaluated on the test split.
+
+`build_classifier` and `fit_and_test` are also what every fine-tuning cell of a sweep runs."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
-from transformers import DataCollatorWithPadding
+from transformers import AutoConfig, AutoModel, DataCollatorWithPadding, set_seed
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from ..backbones import load_body, load_tokenizer, new_language_model, random_body_like
+from ..config import ClassifyStage
 from ..data import classification_splits
 from ..errors import RecipeError
 from ..metrics import classification_metrics
@@ -17,54 +23,64 @@ from ..training_args import build_training_args
 
 # ULMFiT's bptt for the recurrent backbone; transformers read chunks of their own context size.
 RECURRENT_BPTT = 70
+# Transfer techniques mean nothing for random weights: the from-scratch comparison fine-tunes plainly.
+SCRATCH_TRAINING = {"gradual_unfreezing": False, "discriminative_lr_factor": None}
 
 
 def run(ctx) -> dict:
     cfg = ctx.config
+    where = f"{ctx.recipe.path}: {ctx.name}"
     # 1. data: the few labeled examples (stratified, seeded) and the test split
     with ctx.state.main_process_first():
         train, test, label_names = classification_splits(cfg.data, cfg.examples_per_class, ctx.seed)
     # 2. tokenizer
-    source = cfg.model.tokenizer or cfg.init_from or cfg.model.checkpoint
-    if source is None:
-        raise RecipeError(f"{ctx.recipe.path}: {ctx.name}.model.tokenizer: needed without init_from")
-    tokenizer = load_tokenizer(source)
-
-    def tokenize(batch):
-        return tokenizer(batch["text"], truncation=True, max_length=cfg.max_length)
-
+    tokenizer = classifier_tokenizer(cfg, where)
     with ctx.state.main_process_first():
-        train_tok = train.map(tokenize, batched=True, remove_columns=["text"], desc="tokenizing labeled examples")
-        test_tok = test.map(tokenize, batched=True, remove_columns=["text"], desc="tokenizing test examples")
-    # 3. model: the LM's body, or a random one of the recipe's architecture
-    if cfg.init_from:
-        body = load_body(cfg.init_from)
-    else:
-        body = random_body_like(_body_of(new_language_model(cfg.model, tokenizer, "causal", ctx.name)))
-    transferred = _train_and_test(ctx, _classifier(cfg, body, label_names, tokenizer), tokenizer, train_tok, test_tok,
-                                  str(ctx.work_dir), resume=True)
+        train_tok = tokenize(train, tokenizer, cfg.max_length, "labeled examples")
+        test_tok = tokenize(test, tokenizer, cfg.max_length, "test examples")
+    # 3. model: the LM's body (or random weights) with a new head; 4. train and test
+    set_seed(ctx.seed)
+    model = build_classifier(cfg, tokenizer, label_names, where)
+    transferred = fit_and_test(cfg, model, tokenizer, train_tok, test_tok, ctx.seed, str(ctx.work_dir),
+                               resume_from=ctx.resume_checkpoint())
     metrics = {**transferred["metrics"], "train_examples": len(train), "test_examples": len(test),
                "labels": label_names, "examples_per_class": cfg.examples_per_class}
-    # 4. save the (LoRA-merged) classifier with its tokenizer
+    # 5. save the (LoRA-merged) classifier with its tokenizer
     if ctx.state.is_main_process:
-        model = merge_lora(transferred["model"])
-        model.config.id2label = dict(enumerate(label_names))
-        model.config.label2id = {n: i for i, n in enumerate(label_names)}
-        model.save_pretrained(ctx.partial_dir)
-        tokenizer.save_pretrained(ctx.partial_dir)
-    # 5. the same classifier from random init on the same labels, for comparison
+        save_classifier(transferred["model"], tokenizer, label_names, ctx.partial_dir)
+    # 6. the same classifier from random init on the same labels, for comparison
     if cfg.compare_scratch:
-        scratch = _train_and_test(ctx, _classifier(cfg, random_body_like(body), label_names, tokenizer), tokenizer,
-                                  train_tok, test_tok, str(ctx.work_dir / "scratch"), resume=False, scratch=True)
+        scratch_cfg = dataclasses.replace(cfg, random_init=True, peft=None,
+                                          training={**cfg.training, **SCRATCH_TRAINING})
+        set_seed(ctx.seed)
+        scratch = fit_and_test(scratch_cfg, build_classifier(scratch_cfg, tokenizer, label_names, where), tokenizer,
+                               train_tok, test_tok, ctx.seed, str(ctx.work_dir / "scratch"))
         metrics["scratch"] = scratch["metrics"]
     return metrics
 
 
-def _body_of(lm):
-    return getattr(lm, lm.base_model_prefix)
+def classifier_tokenizer(cfg: ClassifyStage, where: str):
+    source = cfg.model.tokenizer or cfg.init_from or cfg.model.checkpoint
+    if source is None:
+        raise RecipeError(f"{where}.model.tokenizer: needed without init_from")
+    return load_tokenizer(source)
 
 
-def _classifier(cfg, body, label_names, tokenizer) -> TransferClassifier:
+def tokenize(ds, tokenizer, max_length: int, what: str):
+    return ds.map(lambda batch: tokenizer(batch["text"], truncation=True, max_length=max_length), batched=True,
+                  remove_columns=["text"], desc=f"tokenizing {what}")
+
+
+def build_classifier(cfg: ClassifyStage, tokenizer, label_names: list[str], where: str) -> TransferClassifier:
+    """The classifier the config asks for: init_from's body (or its architecture with random
+    weights), or the recipe's model from scratch; a new pooling head; LoRA or a frozen body."""
+    if cfg.init_from and cfg.random_init:
+        body = AutoModel.from_config(AutoConfig.from_pretrained(cfg.init_from))
+    elif cfg.init_from:
+        body = load_body(cfg.init_from)
+    else:
+        lm = new_language_model(cfg.model, tokenizer, "causal", where)
+        body = random_body_like(getattr(lm, lm.base_model_prefix))
     recurrent = getattr(body, "is_recurrent", False)
     context = getattr(body.config, "max_position_embeddings", None) or cfg.max_length
     bptt = cfg.bptt or (RECURRENT_BPTT if recurrent else min(context, cfg.max_length))
@@ -72,27 +88,38 @@ def _classifier(cfg, body, label_names, tokenizer) -> TransferClassifier:
         body, num_labels=len(label_names), pooling=cfg.pooling, head_hidden=cfg.head_hidden,
         head_dropout=cfg.head_dropout, bptt=bptt, max_tokens=cfg.max_length, pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    if cfg.freeze_body:
+        model.backbone.requires_grad_(False)
     if cfg.peft is not None:
         model = apply_lora(model, cfg.peft)
     return model
 
 
-def _train_and_test(ctx, model, tokenizer, train_tok, test_tok, work_dir, resume, scratch=False) -> dict:
-    cfg = ctx.config
-    overrides = {"seed": ctx.seed}
-    if scratch:  # transfer techniques mean nothing for random weights: plain fine-tuning
-        overrides.update(gradual_unfreezing=False, discriminative_lr_factor=None)
-    if cfg.training.get("gradual_unfreezing") and not scratch:
+def fit_and_test(cfg: ClassifyStage, model, tokenizer, train_tok, test_tok, seed: int, work_dir: str,
+                 resume_from: str | None = None, quiet: bool = False, **training_overrides) -> dict:
+    overrides = {"seed": seed, **training_overrides}
+    if cfg.training.get("gradual_unfreezing"):
         overrides["ddp_find_unused_parameters"] = True  # frozen groups get no gradients under DDP
     args = build_training_args(cfg.training, work_dir, **overrides)
     trainer = ULMFiTTrainer(model=model, args=args, train_dataset=train_tok,
                             data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer)
-    result = trainer.train(resume_from_checkpoint=ctx.resume_checkpoint() if resume else None)
+    if quiet:  # a sweep prints one line per cell instead of Trainer's logs and bars
+        for callback in (PrinterCallback, ProgressCallback):
+            trainer.remove_callback(callback)
+    result = trainer.train(resume_from_checkpoint=resume_from)
     prediction = trainer.predict(test_tok)
     predicted = np.argmax(prediction.predictions, axis=-1)
     scores = classification_metrics().compute(predictions=predicted, references=prediction.label_ids)
     tokens_per_example = sum(len(ids) for ids in train_tok["input_ids"]) / len(train_tok)
-    return {"model": trainer.model, "metrics": {
+    return {"model": trainer.model, "predictions": predicted, "metrics": {
         "test_accuracy": scores["accuracy"], "test_f1_macro": scores["f1_macro"],
         "train_loss": result.training_loss, "train_runtime": result.metrics["train_runtime"],
         "train_tokens_per_second": result.metrics["train_samples_per_second"] * tokens_per_example}}
+
+
+def save_classifier(model, tokenizer, label_names: list[str], folder) -> None:
+    model = merge_lora(model)
+    model.config.id2label = dict(enumerate(label_names))
+    model.config.label2id = {n: i for i, n in enumerate(label_names)}
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
