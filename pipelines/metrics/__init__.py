@@ -3,11 +3,18 @@
 Each is an `evaluate.Metric`, so they combine, batch and run distributed like Hub metrics:
     from pipelines.metrics import Accuracy, MacroF1
     Accuracy().compute(predictions=[0, 1], references=[0, 0])  # {"accuracy": 0.5}
+
+`LabelEfficiency` (label_efficiency.py) turns a sweep's cells into data multipliers and areas
+under the learning curve.
 """
 
 import datasets
 import evaluate
 from sklearn.metrics import accuracy_score, f1_score
+
+from .label_efficiency import LabelEfficiency
+
+__all__ = ["Accuracy", "MacroF1", "LabelEfficiency", "classification_metrics"]
 
 class _LabelMetric(evaluate.Metric):
     """A metric over integer class predictions and references."""

@@ -1,0 +1,89 @@
+"""Label efficiency of classifier arms against a reference arm (ULMFiT Fig. 3), as an `evaluate` module.
+
+Input: one entry per sweep cell (arm, number of labeled training examples, test accuracy).
+For each arm and budget n, with a = the arm's mean accuracy over seeds at n:
+
+- reference labels m: how many labels the reference arm needs to reach a. The reference's
+  learning curve is its mean accuracy per budget, (n_1, r_1) ... (n_k, r_k) by budget; m is found at
+  the first budget i with r_i >= a, interpolating linearly in log(budget) between (n_{i-1}, r_{i-1})
+  and (n_i, r_i). Taking the first crossing equals reading a noisy curve through its running maximum.
+  If a <= r_1, m = n_1 is an upper bound ("below": the reference needs at most its smallest budget);
+  if no r_i reaches a, m is unknown and n_k is a lower bound ("above").
+- data multiplier: m / n ("12.3x", "> 20x", "<= 0.5x").
+- area: the trapezoid area under mean accuracy over log10(budget), divided by the log10 span of the
+  budgets: a mean accuracy in [0, 1] over the log-budget axis (one budget: its accuracy).
+
+    LabelEfficiency().compute(arms=[...], budgets=[...], accuracies=[...], reference="scratch")
+"""
+
+from __future__ import annotations
+
+import math
+
+import datasets
+import evaluate
+import numpy as np
+
+
+class LabelEfficiency(evaluate.Metric):
+    def _info(self):
+        features = datasets.Features({"arms": datasets.Value("string"), "budgets": datasets.Value("int64"),
+                                      "accuracies": datasets.Value("float64")})
+        return evaluate.MetricInfo(
+            description="Data multiplier and area under the learning curve of each arm against a reference arm.",
+            citation="Howard & Ruder (2018), Universal Language Model Fine-tuning for Text Classification, Fig. 3.",
+            inputs_description="arms: arm name per cell; budgets: labeled training examples; accuracies: test "
+                               "accuracy; reference: the arm to compare against (default 'scratch')",
+            features=features)
+
+    def _compute(self, arms, budgets, accuracies, reference: str = "scratch"):
+        if len(arms) == 0:
+            raise ValueError("label_efficiency: no cells given")
+        curves: dict[str, dict[int, list[float]]] = {}
+        for arm, budget, accuracy in zip(arms, budgets, accuracies):
+            curves.setdefault(arm, {}).setdefault(int(budget), []).append(float(accuracy))
+        if reference not in curves:
+            raise ValueError(f"label_efficiency: reference arm '{reference}' has no cells (arms: {', '.join(curves)})")
+        ref_budgets = sorted(curves[reference])
+        ref_means = [float(np.mean(curves[reference][b])) for b in ref_budgets]
+        return {"reference": reference,
+                "arms": {arm: _arm_summary(cells, ref_budgets, ref_means) for arm, cells in curves.items()}}
+
+
+def reference_labels(accuracy: float, ref_budgets: list[int], ref_means: list[float]) -> tuple[float | None, str | None]:
+    """(labels the reference needs to reach `accuracy`, bound): bound "below" means at most that
+    many, "above" means more than its largest budget (labels None)."""
+    for i, (budget, mean) in enumerate(zip(ref_budgets, ref_means)):
+        if mean >= accuracy:
+            if i == 0:
+                return float(budget), "below"
+            lo_budget, lo_mean = ref_budgets[i - 1], ref_means[i - 1]
+            fraction = (accuracy - lo_mean) / (mean - lo_mean)
+            return math.exp(math.log(lo_budget) + fraction * (math.log(budget) - math.log(lo_budget))), None
+    return None, "above"
+
+
+def _arm_summary(cells: dict[int, list[float]], ref_budgets: list[int], ref_means: list[float]) -> dict:
+    budgets = sorted(cells)
+    means = [float(np.mean(cells[b])) for b in budgets]
+    out = {"budgets": budgets, "accuracy_mean": means,
+           "accuracy_std": [float(np.std(cells[b], ddof=1)) if len(cells[b]) > 1 else 0.0 for b in budgets],
+           "seeds": [len(cells[b]) for b in budgets], "reference_labels": [], "multiplier": [],
+           "multiplier_bound": [], "multiplier_text": []}
+    for budget, mean in zip(budgets, means):
+        labels, bound = reference_labels(mean, ref_budgets, ref_means)
+        multiplier = (labels if labels is not None else ref_budgets[-1]) / budget
+        out["reference_labels"].append(labels)
+        out["multiplier"].append(multiplier)
+        out["multiplier_bound"].append(bound)
+        out["multiplier_text"].append({"above": "> ", "below": "<= ", None: ""}[bound] + _times(multiplier))
+    if len(budgets) == 1:
+        out["area"] = means[0]
+    else:
+        logs = np.log10(budgets)
+        out["area"] = float(np.trapezoid(means, logs) / (logs[-1] - logs[0]))
+    return out
+
+
+def _times(value: float) -> str:
+    return f"{value:.0f}x" if value >= 100 else f"{value:.1f}x"

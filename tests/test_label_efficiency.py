@@ -1,0 +1,77 @@
+"""The label_efficiency evaluate module on synthetic learning curves with known answers."""
+
+import json
+import math
+
+import pytest
+
+from pipelines.metrics import LabelEfficiency
+
+REFERENCE = {10: 0.5, 100: 0.7, 1000: 0.9}
+
+
+def compute(arm_curve: dict, reference: dict = REFERENCE, arm: str = "ulmfit"):
+    cells = [("scratch", b, a) for b, a in reference.items()] + [(arm, b, a) for b, a in arm_curve.items()]
+    arms, budgets, accuracies = zip(*cells)
+    return LabelEfficiency().compute(arms=list(arms), budgets=list(budgets), accuracies=list(accuracies))
+
+
+def test_multiplier_in_range_by_log_linear_interpolation():
+    result = compute({10: 0.7, 20: 0.8})["arms"]["ulmfit"]
+    assert result["reference_labels"][0] == pytest.approx(100)
+    assert result["multiplier"][0] == pytest.approx(10.0) and result["multiplier_text"][0] == "10.0x"
+    assert result["reference_labels"][1] == pytest.approx(10 ** 2.5)  # halfway between 100 and 1000 in log
+    assert result["multiplier"][1] == pytest.approx(10 ** 2.5 / 20)
+    assert result["multiplier_bound"] == [None, None]
+
+
+def test_beyond_the_reference_is_a_lower_bound():
+    result = compute({10: 0.95})["arms"]["ulmfit"]
+    assert result["multiplier_bound"] == ["above"] and result["reference_labels"] == [None]
+    assert result["multiplier"] == [100.0] and result["multiplier_text"] == ["> 100x"]
+
+
+def test_below_the_reference_smallest_budget_is_an_upper_bound():
+    result = compute({100: 0.4})["arms"]["ulmfit"]
+    assert result["multiplier_bound"] == ["below"] and result["multiplier_text"] == ["<= 0.1x"]
+
+
+def test_flat_reference():
+    flat = {10: 0.6, 100: 0.6, 1000: 0.6}
+    assert compute({50: 0.6}, flat)["arms"]["ulmfit"]["multiplier_bound"] == ["below"]
+    assert compute({50: 0.61}, flat)["arms"]["ulmfit"]["multiplier_bound"] == ["above"]
+
+
+def test_noisy_reference_uses_the_first_crossing():
+    noisy = {10: 0.5, 100: 0.8, 1000: 0.7, 10000: 0.9}
+    result = compute({10: 0.75}, noisy)["arms"]["ulmfit"]
+    assert result["reference_labels"][0] == pytest.approx(10 ** (1 + 0.25 / 0.3))
+
+
+def test_reference_against_itself_is_one_where_its_curve_rises():
+    result = compute({})["arms"]["scratch"]
+    assert result["multiplier"][1:] == pytest.approx([1.0, 1.0])
+
+
+def test_mean_and_std_over_seeds():
+    result = LabelEfficiency().compute(arms=["scratch"] * 3, budgets=[10, 10, 100], accuracies=[0.6, 0.8, 0.9])
+    arm = result["arms"]["scratch"]
+    assert arm["budgets"] == [10, 100] and arm["seeds"] == [2, 1]
+    assert arm["accuracy_mean"] == pytest.approx([0.7, 0.9])
+    assert arm["accuracy_std"] == pytest.approx([math.sqrt(0.02), 0.0])
+
+
+@pytest.mark.parametrize("curve, area", [({10: 0.8, 100: 0.8, 1000: 0.8}, 0.8), (REFERENCE, 0.7), ({50: 0.65}, 0.65),
+                                         ({10: 0.5, 1000: 0.9}, 0.7)])
+def test_area_under_the_learning_curve_on_the_log_budget_axis(curve, area):
+    assert compute(curve)["arms"]["ulmfit"]["area"] == pytest.approx(area)
+
+
+def test_missing_reference_names_the_arms():
+    with pytest.raises(ValueError, match="reference arm 'scratch' has no cells.*ulmfit"):
+        LabelEfficiency().compute(arms=["ulmfit"], budgets=[10], accuracies=[0.5])
+
+
+def test_result_is_json():
+    result = compute({10: 0.95, 100: 0.8})
+    assert json.loads(json.dumps(result)) == result
