@@ -1,0 +1,223 @@
+"""Human-readable outputs of a label-efficiency sweep (ULMFiT Fig. 3 style).
+
+`rows` are the finished cells read from results.jsonl (one dict per arm x budget x seed); `efficiency`
+is the dict returned by the LabelEfficiency metric. The x-axis quantity everywhere is `train_examples`.
+"""
+
+import os
+import statistics
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
+
+MISSING = "–"
+BAND_NOTE = "line: mean over seeds; band: min–max over seeds"
+
+
+def _latest_cells(rows: Iterable[Mapping]) -> list[Mapping]:
+    """One row per (arm, budget, seed): results.jsonl is append-only, so a re-run cell supersedes the older one."""
+    cells = {}
+    for row in rows:
+        cells[(row["arm"], row["train_examples"], row["seed"])] = row
+    return list(cells.values())
+
+
+def _arms_in_order(rows: Iterable[Mapping]) -> list[str]:
+    return list(dict.fromkeys(row["arm"] for row in rows))
+
+
+def _values(rows: Iterable[Mapping], arm: str, budget: int, key: str) -> list[float]:
+    return [row[key] for row in rows
+            if row["arm"] == arm and row["train_examples"] == budget and row.get(key) is not None]
+
+
+def _percent_cell(values: Sequence[float]) -> str:
+    """'85.3 ± 1.2' (mean ± sample std in percent), '85.3' for one seed, '–' for none."""
+    if not values:
+        return MISSING
+    mean = 100 * statistics.fmean(values)
+    if len(values) == 1:
+        return f"{mean:.1f}"
+    return f"{mean:.1f} ± {100 * statistics.stdev(values):.1f}"
+
+
+def _budget_header(rows: Sequence[Mapping], budget: int) -> str:
+    """'50 (10/class)' when every cell of this budget used the same per-class count, else '50'."""
+    per_class = {row.get("examples_per_class") for row in rows if row["train_examples"] == budget}
+    if len(per_class) == 1 and None not in per_class:
+        return f"{budget} ({per_class.pop()}/class)"
+    return str(budget)
+
+
+def _table(header: Sequence[str], body: Iterable[Sequence[str]], left_columns: int = 1) -> str:
+    """A GitHub Markdown table; the first `left_columns` columns are names, the rest right-aligned numbers."""
+    def line(cells):
+        return "| " + " | ".join(str(cell).replace("|", "\\|") for cell in cells) + " |"
+
+    alignment = [":---"] * left_columns + ["---:"] * (len(header) - left_columns)
+    return "\n".join([line(header), line(alignment), *(line(cells) for cells in body)])
+
+
+def _metric_table(rows: Sequence[Mapping], arms: Sequence[str], budgets: Sequence[int], key: str) -> str:
+    header = ["Arm", *(_budget_header(rows, budget) for budget in budgets), "Seeds"]
+    body = []
+    for arm in arms:
+        seed_counts = [len(_values(rows, arm, budget, key)) for budget in budgets]
+        seed_counts = [count for count in seed_counts if count]
+        seeds = MISSING if not seed_counts else (
+            str(seed_counts[0]) if min(seed_counts) == max(seed_counts) else f"{min(seed_counts)}–{max(seed_counts)}")
+        body.append([arm, *(_percent_cell(_values(rows, arm, budget, key)) for budget in budgets), seeds])
+    return _table(header, body)
+
+
+def _multiplier_section(rows: Sequence[Mapping], efficiency: Mapping) -> list[str]:
+    reference = efficiency.get("reference")
+    curves = efficiency["arms"]
+    budgets = sorted({budget for curve in curves.values() for budget in curve["budgets"]})
+    body = []
+    for arm, curve in curves.items():
+        text_by_budget = dict(zip(curve["budgets"], curve["multiplier_text"]))
+        area = curve.get("area")
+        body.append([arm, *(text_by_budget.get(budget) or MISSING for budget in budgets),
+                     MISSING if area is None else f"{100 * area:.1f}"])
+    header = ["Arm", *(_budget_header(rows, budget) for budget in budgets),
+              "Area under the learning curve (log budget, %)"]
+    return [
+        f"## Data multiplier vs {reference}",
+        "",
+        f"Multiplier: the number of labels `{reference}` needs to reach this arm's mean accuracy (by log-linear "
+        f"interpolation of `{reference}`'s learning curve), divided by this arm's number of labels; "
+        f"'>' means beyond `{reference}`'s largest budget, '<=' below its smallest.",
+        "",
+        _table(header, body),
+    ]
+
+
+def _mean_or_missing(values: Sequence[float]) -> str:
+    return f"{statistics.fmean(values):.1f}" if values else MISSING
+
+
+def _timing_table(rows: Sequence[Mapping], arms: Sequence[str]) -> str:
+    body = []
+    for arm in arms:
+        cells = [row for row in rows if row["arm"] == arm]
+        body.append([arm, str(len(cells)),
+                     _mean_or_missing([row["train_seconds"] for row in cells if row.get("train_seconds") is not None]),
+                     _mean_or_missing([row["cell_seconds"] for row in cells if row.get("cell_seconds") is not None])])
+    return _table(["Arm", "Cells", "Mean train seconds", "Mean cell seconds"], body)
+
+
+def _ablation_section(rows: Sequence[Mapping], ablation: Mapping) -> list[str]:
+    budget = ablation["budget"]
+    body = []
+    for label, arm in ablation["arms"]:
+        accuracies = _values(rows, arm, budget, "accuracy")
+        error = f"{100 * (1 - statistics.fmean(accuracies)):.1f}" if accuracies else MISSING
+        body.append([label, arm, _percent_cell(accuracies), error])
+    return [
+        f"### {ablation['title']} — {_budget_header(rows, budget)} labeled examples",
+        "",
+        _table(["Variant", "Arm", "Accuracy (%)", "Test error (%)"], body, left_columns=2),
+    ]
+
+
+def format_duration(seconds: float) -> str:
+    """'1 h 02 min 03 s', '4 min 05 s' or '12.3 s'."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min {secs:02d} s" if hours else f"{minutes} min {secs:02d} s"
+
+
+def summary_markdown(rows: Sequence[Mapping], efficiency: Mapping | None, title: str, *,
+                     command: str | None = None, wall_seconds: float | None = None,
+                     ablations: Sequence[Mapping] | None = None, ablation_rows: Sequence[Mapping] | None = None,
+                     curve_image: str | None = None) -> str:
+    """The sweep summary as GitHub Markdown: accuracy and macro-F1 tables, data multipliers, timings, ablations.
+    Ablation tables read `ablation_rows` (default: `rows`), which may hold arms run only for them."""
+    rows = _latest_cells(rows)
+    arms = _arms_in_order(rows)
+    budgets = sorted({row["train_examples"] for row in rows})
+    lines = [f"# {title}", ""]
+    if command is not None:
+        lines += ["Command:", "", "```sh", command, "```", ""]
+    if wall_seconds is not None:
+        lines += [f"Wall time: {format_duration(wall_seconds)}", ""]
+    if curve_image is not None:
+        lines += [f"![Test error vs number of labeled examples]({curve_image})", ""]
+    lines += ["Columns are the number of labeled training examples; cells are mean ± sample std over seeds, in %.", ""]
+    lines += ["## Test accuracy", "", _metric_table(rows, arms, budgets, "accuracy"), ""]
+    lines += ["## Macro-F1", "", _metric_table(rows, arms, budgets, "f1_macro"), ""]
+    if efficiency and efficiency.get("arms"):
+        lines += [*_multiplier_section(rows, efficiency), ""]
+    lines += ["## Time per cell", "", _timing_table(rows, arms), ""]
+    if ablations:
+        lines += ["## Ablations", ""]
+        extra = rows if ablation_rows is None else _latest_cells(ablation_rows)
+        for ablation in ablations:
+            lines += [*_ablation_section(extra, ablation), ""]
+    return "\n".join(lines)
+
+
+def _write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
+    """Write through a temp file in the same folder, then rename, so readers never see a partial file."""
+    descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(descriptor)
+    try:
+        write(Path(temp_name))
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def plot_learning_curves(rows: Sequence[Mapping], path: str | os.PathLike, title: str | None = None) -> Path:
+    """Test error (%) vs number of labeled examples (log x), one line per arm with a min–max band over seeds."""
+    rows = _latest_cells(rows)
+    # A bare Figure with its own Agg canvas leaves pyplot's global backend and figure registry untouched.
+    figure = Figure(figsize=(7, 4.5))
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    for arm in _arms_in_order(rows):
+        errors_by_budget = {}
+        for budget in sorted({row["train_examples"] for row in rows if row["arm"] == arm}):
+            accuracies = _values(rows, arm, budget, "accuracy")
+            if accuracies:
+                errors_by_budget[budget] = [100 * (1 - accuracy) for accuracy in accuracies]
+        if not errors_by_budget:
+            continue
+        budgets, errors = list(errors_by_budget), list(errors_by_budget.values())
+        line, = axes.plot(budgets, [statistics.fmean(error) for error in errors], marker="o", label=arm)
+        axes.fill_between(budgets, [min(error) for error in errors], [max(error) for error in errors],
+                          color=line.get_color(), alpha=0.2, linewidth=0)
+    all_budgets = sorted({row["train_examples"] for row in rows})
+    axes.set_xscale("log")
+    # Label the budgets actually run rather than powers of ten.
+    axes.set_xticks(all_budgets, [str(budget) for budget in all_budgets])
+    axes.xaxis.set_minor_formatter(NullFormatter())
+    axes.set_xlabel("Number of labeled training examples (log scale)")
+    axes.set_ylabel("Test error (%)")
+    axes.set_title(title or "Test error vs number of labeled examples")
+    axes.grid(True, which="major", alpha=0.4)
+    if axes.get_lines():
+        axes.legend(title=BAND_NOTE, title_fontsize="small")
+    figure.tight_layout()
+    path = Path(path)
+    return _write_atomically(path, lambda temp: figure.savefig(temp, format="png", dpi=120))
+
+
+def write_report(rows: Sequence[Mapping], efficiency: Mapping | None, folder: str | os.PathLike, title: str,
+                 **summary_options) -> dict[str, Path]:
+    """Write summary.md (embedding curve.png) and curve.png into `folder`; `summary_options` go to summary_markdown."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    curve = plot_learning_curves(rows, folder / "curve.png", title=title)
+    text = summary_markdown(rows, efficiency, title, curve_image=curve.name, **summary_options)
+    summary = _write_atomically(folder / "summary.md", lambda temp: temp.write_text(text, encoding="utf-8"))
+    return {"summary": summary, "curve": curve}
