@@ -12,13 +12,14 @@ PROCESSES   := $(shell awk '/^num_processes:/ {print $$2}' $(ACCELERATE_CONFIG))
 CPU_THREADS ?= $(shell n=$$(( $$(nproc) / $(or $(PROCESSES),1) )); echo $$(( n > 0 ? n : 1 )))
 LAUNCH := $(BIN)/accelerate launch --config_file $(ACCELERATE_CONFIG) --num_cpu_threads_per_process $(CPU_THREADS) -m pipelines
 
-.PHONY: help setup demo test run pretrain finetune classify validate clean
+.PHONY: help setup demo test run pretrain finetune classify label-efficiency validate clean
 
 help:
 	@echo "make demo                      ULMFiT on BBC News, offline, a few minutes on a CPU"
 	@echo "make test                      the test suite"
 	@echo "make run RECIPE=... ARGS=...   all stages of a recipe under accelerate launch"
 	@echo "make pretrain|finetune|classify RECIPE=...   one stage"
+	@echo "make label-efficiency RECIPE=... ARGS=...   the recipe's label-efficiency sweep (summary.md, curve.png)"
 	@echo "make validate                  check every recipe without running anything"
 
 $(BIN)/lm-transfer: pyproject.toml
@@ -48,6 +49,9 @@ finetune: setup
 
 classify: setup
 	$(LAUNCH) run $(RECIPE) --stage classify $(ARGS)
+
+label-efficiency: setup
+	$(LAUNCH) sweep $(RECIPE) $(ARGS)
 
 validate: setup
 	$(BIN)/lm-transfer validate recipes/demo/*.yaml recipes/imdb/*.yaml

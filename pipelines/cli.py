@@ -1,4 +1,5 @@
-"""`lm-transfer run RECIPE [key=value ...] [--stage NAME]` and `lm-transfer validate RECIPE...`."""
+"""`lm-transfer run RECIPE [key=value ...] [--stage NAME]`, `lm-transfer sweep RECIPE [key=value ...]`
+and `lm-transfer validate RECIPE...`."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("overrides", nargs="*", help="dotted overrides, e.g. classify.training.learning_rate=1e-3")
     run.add_argument("--stage", help="run only this stage (earlier stages must already be built)")
     run.add_argument("--force", action="store_true", help="re-run stages even when their output is current")
+    sweep = commands.add_parser("sweep", help="label-efficiency sweep: the recipe's arms x label budgets x seeds")
+    sweep.add_argument("recipe")
+    sweep.add_argument("overrides", nargs="*", help="dotted overrides, e.g. sweep.seeds=[0,1]")
     validate = commands.add_parser("validate", help="check recipes without running anything")
     validate.add_argument("recipes", nargs="+")
     validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -27,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "validate":
             return _validate(args.recipes, args.overrides)
+        if args.command == "sweep":
+            return _sweep(args)
         return _run(args)
     except LmTransferError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -40,7 +46,13 @@ def _validate(paths: list[str], overrides: list[str]) -> int:
     for path in paths:
         try:
             recipe = load_recipe(path, overrides)
-            print(f"ok: {path} ({' -> '.join(recipe.config.run.stages)})")
+            line = f"ok: {path} ({' -> '.join(recipe.config.run.stages)})"
+            if recipe.config.sweep is not None:
+                from .sweep import plan_sweep
+
+                plan = plan_sweep(recipe)
+                line += f"; sweep: {', '.join(plan.arms)}"
+            print(line)
         except LmTransferError as err:
             print(f"error: {err}", file=sys.stderr)
             failed += 1
@@ -57,4 +69,13 @@ def _run(args) -> int:
     results = run_recipe(recipe, only=args.stage, force=args.force)
     if PartialState().is_main_process:
         print("\n" + summary_table(recipe, results))
+    return 0
+
+
+def _sweep(args) -> int:
+    from .config import load_recipe
+    from .sweep import run_sweep
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    run_sweep(recipe, command=" ".join(["lm-transfer", "sweep", args.recipe, *args.overrides]))
     return 0

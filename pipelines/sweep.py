@@ -1,0 +1,470 @@
+"""Label-efficiency sweep: every arm x label budget x seed is one cell, a classifier trained on that
+many labeled examples and scored on a fixed test subset.
+
+Steps: plan (every arm's recipe derived and validated, budgets checked against the data: all
+before any training) -> each arm's language-model stages, built once and shared by arms whose
+stages are identical (the pipeline's own cache) -> the cells, appended to results.jsonl as they
+finish (a re-run skips finished cells) -> label-efficiency metrics, summary.md and curve.png.
+
+Pairing: for a (budget, seed) every arm gets the same stratified labeled subset, and for one seed
+a smaller budget is a subset of a larger one (`data.stratified_indices`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from accelerate import PartialState
+from omegaconf import OmegaConf
+from tqdm.auto import tqdm
+from transformers import set_seed
+
+from .config import ARM_METHODS, STAGE_KINDS, ArmSection, LoadedRecipe, build_recipe
+from .data import classification_splits, stratified_indices
+from .errors import DataError, RecipeError
+from .training_args import build_training_args
+
+LM_STAGES = [s for s in STAGE_KINDS if s != "classify"]
+RESULTS = "results.jsonl"
+
+
+# --------------------------------------------------------------------------- arms
+
+
+def builtin_arms() -> dict[str, ArmSection]:
+    text = resources.files("pipelines").joinpath("arms.yaml").read_text()
+    raw = OmegaConf.to_container(OmegaConf.create(text), resolve=False)
+    return {name: ArmSection(**spec) for name, spec in raw.items()}
+
+
+def arm_definition(name: str, recipe: LoadedRecipe, seen: tuple[str, ...] = ()) -> ArmSection:
+    """The built-in arm of this name with the recipe's definition merged over it; `based_on`
+    starts from another arm's full definition."""
+    if name in seen:
+        raise RecipeError(f"{recipe.path}: sweep arm '{name}': based_on cycle ({' -> '.join(seen + (name,))})")
+    builtin, own = builtin_arms().get(name), recipe.arm_definitions.get(name)
+    if builtin is None and own is None:
+        known = sorted(set(builtin_arms()) | set(recipe.arm_definitions))
+        raise RecipeError(f"{recipe.path}: sweep: unknown arm '{name}' (known: {', '.join(known)}; "
+                          "define new ones under sweep.arm_definitions)")
+    layers = [d for d in (builtin, own) if d is not None]
+    based_on = (own.based_on if own is not None and own.based_on else None) or (builtin.based_on if builtin else None)
+    start = arm_definition(based_on, recipe, seen + (name,)) if based_on else ArmSection()
+    fragment = OmegaConf.create(start.recipe)
+    method, description = start.method, start.description
+    for layer in layers:
+        fragment = OmegaConf.merge(fragment, OmegaConf.create(layer.recipe))
+        method = layer.method if layer.method != "finetune" or layer is own else method
+        description = layer.description or description
+    if method not in ARM_METHODS:
+        raise RecipeError(f"{recipe.path}: sweep arm '{name}': method '{method}' is not one of {', '.join(ARM_METHODS)}")
+    return ArmSection(method=method, description=description,
+                      recipe=OmegaConf.to_container(fragment, resolve=False))
+
+
+@dataclass
+class Arm:
+    name: str
+    method: str
+    description: str
+    recipe: LoadedRecipe  # run.stages: the LM stages this arm needs; classify: its cells' classifier
+    fingerprint: str  # the arm's whole configuration: cells written under another are not reused
+
+    @property
+    def classify(self):
+        return self.recipe.config.classify
+
+
+def build_arm(base: LoadedRecipe, name: str) -> Arm:
+    definition = arm_definition(name, base)
+    where = f"{base.path} [arm {name}]"
+    raw = OmegaConf.create(OmegaConf.to_container(base.raw, resolve=False))
+    raw.pop("sweep", None)
+    raw.sweep = OmegaConf.create(base.resolved["sweep"])  # for ${sweep.checkpoint} in fragments
+    fragment = OmegaConf.merge(OmegaConf.create(base.resolved["sweep"]["recipe"]), OmegaConf.create(definition.recipe))
+    for stage in fragment:
+        if stage not in STAGE_KINDS:
+            raise RecipeError(f"{where}: recipe fragment: '{stage}' is not a stage ({', '.join(STAGE_KINDS)})")
+        if raw.get(stage) is None:
+            if stage == "classify" or not any(k in fragment[stage] for k in ("init_from", "model")):
+                raise RecipeError(f"{where}: changes '{stage}', which this recipe does not have "
+                                  "(add the section to the recipe)")
+            # A stage the arm brings itself (checkpoint_ulmfit's LM fine-tuning): the task's text.
+            raw[stage] = {"output_dir": f"{base.config.sweep.output_dir}/stages/{stage}", "data": "${data}"}
+    if raw.get("classify") is None:
+        raise RecipeError(f"{base.path}: sweep: the recipe needs a classify section (the cells' classifier)")
+    merged = OmegaConf.merge(raw, fragment)
+    present = [s for s in LM_STAGES if merged.get(s) is not None]
+    merged.run.stages = present + ["classify"]
+    try:
+        first = build_recipe(merged, where)
+    except RecipeError as err:
+        if "not found" not in str(err):
+            raise
+        raise RecipeError(f"{err} (the arm refers to it: see its definition in pipelines/arms.yaml or "
+                          "sweep.arm_definitions)") from None
+    if first.resolved["classify"]["data"] != base.resolved["classify"]["data"]:
+        raise RecipeError(f"{where}: changes classify.data; arms must share it (cells are paired comparisons)")
+    needed = [] if definition.method == "tfidf" else _needed_stages(first)
+    # An LM stage that differs from the recipe's own (or sits on one that does) gets a folder named
+    # by its content, so identical stages of different arms are one folder, built once.
+    moved, keys = {}, []
+    for stage in needed:
+        section = {k: v for k, v in first.resolved[stage].items() if k != "output_dir"}
+        keys.append(hashlib.sha256(json.dumps([stage, section, keys], sort_keys=True, default=str)
+                                   .encode()).hexdigest()[:10])
+        same = (base.resolved.get(stage) is not None and first.resolved[stage] == base.resolved[stage]
+                and not moved)
+        if not same:
+            moved[stage] = f"{base.config.sweep.output_dir}/stages/{stage}-{keys[-1]}"
+    for stage, folder in moved.items():
+        merged[stage].output_dir = folder
+    merged.run.stages = needed
+    recipe = build_recipe(merged, where)
+    blob = json.dumps({"method": definition.method, "classify": recipe.resolved["classify"],
+                       "lm": recipe.fingerprints()}, sort_keys=True, default=str)
+    return Arm(name, definition.method, definition.description, recipe,
+               hashlib.sha256(blob.encode()).hexdigest()[:16])
+
+
+def _needed_stages(recipe: LoadedRecipe) -> list[str]:
+    """The LM stages the classifier depends on, following init_from / tokenizer / checkpoint
+    references from the classify section down."""
+    def references(section):
+        model = section.get("model") or {}
+        return {section.get("init_from"), model.get("tokenizer"), model.get("checkpoint")} - {None}
+
+    wanted, needed = references(recipe.resolved["classify"]), []
+    for stage in reversed(LM_STAGES):
+        section = recipe.resolved.get(stage)
+        if section is not None and section["output_dir"] in wanted:
+            needed.insert(0, stage)
+            wanted |= references(section)
+    return needed
+
+
+# --------------------------------------------------------------------------- plan
+
+
+@dataclass
+class Plan:
+    recipe: LoadedRecipe
+    arms: dict[str, Arm]  # every arm that has cells, sweep arms first
+    budgets: list[int]  # examples per class
+    ablation_arms: list[str]  # arms run only at the ablation budget
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.recipe.config.sweep.output_dir)
+
+    def cells(self, budgets: list[int]) -> list[tuple[int, int, str]]:
+        """(examples per class, seed, arm), small budgets first."""
+        sweep = self.recipe.config.sweep
+        cells = [(b, seed, arm) for b in budgets for seed in sweep.seeds for arm in sweep.arms]
+        if self.ablation_arms:
+            b = sweep.ablation_examples_per_class
+            cells += [(b, seed, arm) for seed in sweep.seeds for arm in self.ablation_arms]
+        return sorted(set(cells), key=lambda c: (c[0], c[1], list(self.arms).index(c[2])))
+
+
+def plan_sweep(recipe: LoadedRecipe) -> Plan:
+    """Everything that can be checked without data: arms, budgets, seeds, reference, ablations."""
+    sweep = recipe.config.sweep
+    if sweep is None:
+        raise RecipeError(f"{recipe.path}: no sweep section (see recipes/demo/bbc.yaml for one)")
+    where = f"{recipe.path}: sweep"
+    if (sweep.examples_per_class is None) == (sweep.total_examples is None):
+        raise RecipeError(f"{where}: give the label budgets as exactly one of examples_per_class or total_examples")
+    if not sweep.arms or len(set(sweep.arms)) != len(sweep.arms):
+        raise RecipeError(f"{where}.arms: list each arm once (at least one)")
+    if not sweep.seeds or len(set(sweep.seeds)) != len(sweep.seeds):
+        raise RecipeError(f"{where}.seeds: list each seed once (at least one)")
+    budgets = sweep.examples_per_class or sweep.total_examples
+    if any(b < 1 for b in budgets) or len(set(budgets)) != len(budgets):
+        raise RecipeError(f"{where}: label budgets must be distinct positive numbers (got {budgets})")
+    if sweep.reference not in sweep.arms:
+        raise RecipeError(f"{where}.reference: '{sweep.reference}' is not one of the sweep's arms "
+                          f"({', '.join(sweep.arms)})")
+    if sweep.test_examples is not None and sweep.test_examples < 1:
+        raise RecipeError(f"{where}.test_examples: must be positive, or null for the full test split")
+    ablation_arms = []
+    for table in sweep.ablations:
+        ablation_arms += [a for a in table.rows.values() if a not in sweep.arms and a not in ablation_arms]
+    if sweep.ablations and sweep.ablation_examples_per_class is None:
+        raise RecipeError(f"{where}.ablation_examples_per_class: required with ablations")
+    arms = {name: build_arm(recipe, name) for name in [*sweep.arms, *ablation_arms]}
+    semi = arms.get("ulmfit_semi")
+    if semi is not None and not semi.recipe.config.lm_finetune.data.unlabeled_splits:
+        raise RecipeError(f"{where}: arm ulmfit_semi needs unlabeled text: set data.unlabeled_splits "
+                          "(e.g. IMDb's [unsupervised])")
+    return Plan(recipe, arms, sorted(budgets), ablation_arms)
+
+
+def per_class_budgets(plan: Plan, num_classes: int) -> list[int]:
+    sweep = plan.recipe.config.sweep
+    if sweep.examples_per_class is not None:
+        return sorted(sweep.examples_per_class)
+    uneven = [t for t in sweep.total_examples if t % num_classes]
+    if uneven:
+        raise DataError(f"{plan.recipe.path}: sweep.total_examples {uneven} do not split equally over "
+                        f"{num_classes} classes; use multiples of {num_classes} or examples_per_class")
+    return sorted(t // num_classes for t in sweep.total_examples)
+
+
+# --------------------------------------------------------------------------- results file
+
+
+def read_results(path: Path) -> list[dict]:
+    """Finished cells. A line cut short by a crash is dropped (and removed, so the next append
+    starts on a fresh line)."""
+    if not path.exists():
+        return []
+    text = path.read_text()
+    if text and not text.endswith("\n"):
+        text = text[:text.rfind("\n") + 1]
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def append_result(path: Path, row: dict) -> None:
+    """One line per cell in one write to an O_APPEND file, flushed to disk: a crash leaves whole
+    lines and at most one cut-off last line (dropped by read_results)."""
+    data = (json.dumps(row, sort_keys=True) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def cell_key(arm: str, fingerprint: str, per_class: int, seed: int, test_examples) -> tuple:
+    return (arm, fingerprint, per_class, seed, test_examples)
+
+
+# --------------------------------------------------------------------------- cells
+
+
+class CellRunner:
+    """Trains and scores the cells of one arm; keeps what cells of the arm share (tokenized test
+    split, frozen-probe features) between them."""
+
+    def __init__(self, arm: Arm, train, test, label_names: list[str], state: PartialState, work_dir: Path):
+        self.arm, self.train, self.test, self.label_names = arm, train, test, label_names
+        self.state, self.work_dir = state, work_dir
+        self._tokenizer = self._test_tok = None
+        self._features: dict[int, np.ndarray] = {}
+        self._test_features = None
+
+    def run(self, per_class: int, seed: int) -> dict:
+        started = time.time()
+        indices = stratified_indices(self.train["label"], per_class, seed)
+        method = getattr(self, f"_{self.arm.method}")
+        with _library_progress_bars_off():
+            predicted, train_seconds = method(indices, per_class, seed)
+        from .metrics import classification_metrics
+
+        scores = classification_metrics().compute(predictions=predicted, references=list(self.test["label"]))
+        return {"arm": self.arm.name, "method": self.arm.method, "arm_fingerprint": self.arm.fingerprint,
+                "examples_per_class": per_class, "train_examples": len(indices), "seed": seed,
+                # Which labeled examples: equal across arms for a (budget, seed), so pairing is checkable.
+                "labeled_subset": hashlib.sha256(json.dumps(indices).encode()).hexdigest()[:12],
+                "accuracy": scores["accuracy"], "f1_macro": scores["f1_macro"], "test_examples": len(self.test),
+                "train_seconds": round(train_seconds, 2), "cell_seconds": round(time.time() - started, 2)}
+
+    # -- finetune: the classify stage's training, without saving a stage folder
+    def _finetune(self, indices, per_class, seed):
+        from .stages.classify import build_classifier, classifier_tokenizer, fit_and_test, save_classifier, tokenize
+
+        cfg = replace(self.arm.classify, examples_per_class=per_class)
+        where = f"{self.arm.recipe.path}: classify"
+        if self._tokenizer is None:
+            self._tokenizer = classifier_tokenizer(cfg, where)
+            self._test_tok = tokenize(self.test, self._tokenizer, cfg.max_length, "test examples")
+        train_tok = tokenize(self.train.select(indices), self._tokenizer, cfg.max_length, "labeled examples")
+        set_seed(seed)
+        model = build_classifier(cfg, self._tokenizer, self.label_names, where)
+        cell_dir = self.work_dir / f"{self.arm.name}-{per_class}-{seed}"
+        # Cells are short: no checkpoints (a crashed cell is re-run); one progress bar is the sweep's.
+        result = fit_and_test(cfg, model, self._tokenizer, train_tok, self._test_tok, seed, str(cell_dir),
+                              quiet=True, save_strategy="no", disable_tqdm=True)
+        if self.arm.recipe.config.sweep.save_models and self.state.is_main_process:
+            save_classifier(result["model"], self._tokenizer, self.label_names,
+                            self.work_dir.parent / "models" / cell_dir.name)
+        shutil.rmtree(cell_dir, ignore_errors=True)
+        return result["predictions"], result["metrics"]["train_runtime"]
+
+    # -- probe: frozen body, pooled features, logistic regression
+    def _probe(self, indices, per_class, seed):
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        train_x = self._probe_features(indices)
+        started = time.time()
+        probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+        probe.fit(train_x, np.asarray(self.train["label"])[indices])
+        return probe.predict(self._test_features), time.time() - started
+
+    def _probe_features(self, indices) -> np.ndarray:
+        from .features import pooled_features
+        from .stages.classify import build_classifier, classifier_tokenizer
+
+        cfg = self.arm.classify
+        if self._tokenizer is None:
+            where = f"{self.arm.recipe.path}: classify"
+            self._tokenizer = classifier_tokenizer(cfg, where)
+            self._model = build_classifier(replace(cfg, peft=None), self._tokenizer, self.label_names, where)
+            self._bf16 = build_training_args(cfg.training, str(self.work_dir)).bf16
+            self._test_features = pooled_features(self._model, self._tokenizer, list(self.test["text"]),
+                                                  cfg.max_length, bf16=self._bf16)
+        missing = [i for i in indices if i not in self._features]
+        if missing:
+            found = pooled_features(self._model, self._tokenizer, list(self.train.select(missing)["text"]),
+                                    cfg.max_length, bf16=self._bf16, progress=False)
+            self._features.update(zip(missing, found))
+        return np.stack([self._features[i] for i in indices])
+
+    # -- tfidf: the classical baseline, features a person designed
+    def _tfidf(self, indices, per_class, seed):
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+
+        started = time.time()
+        model = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True), LogisticRegression(max_iter=2000))
+        subset = self.train.select(indices)
+        model.fit(list(subset["text"]), list(subset["label"]))
+        return model.predict(list(self.test["text"])), time.time() - started
+
+
+# --------------------------------------------------------------------------- the sweep
+
+
+def run_sweep(recipe: LoadedRecipe, command: str | None = None) -> dict:
+    """Runs every cell not already in results.jsonl, then writes the report. Returns the
+    label-efficiency metrics."""
+    import torch
+
+    torch.set_flush_denormal(True)  # see runner.run_recipe: denormals slow CPU training 10x
+    started = time.time()
+    state = PartialState()
+    plan = plan_sweep(recipe)
+    sweep, out = recipe.config.sweep, plan.output_dir
+    # 1. data, and every budget checked against it, before any training
+    data = replace(recipe.config.classify.data, max_test_examples=sweep.test_examples)
+    with state.main_process_first():
+        train, test, label_names = classification_splits(data, None, recipe.config.run.seed)
+    budgets = per_class_budgets(plan, len(label_names))
+    cells = plan.cells(budgets)
+    largest = max(c[0] for c in cells)
+    counts = np.bincount(np.asarray(train["label"]), minlength=len(label_names))
+    short = [f"{label_names[i]} ({c})" for i, c in enumerate(counts) if c < largest]
+    if short:
+        raise DataError(f"{recipe.path}: sweep: a budget of {largest} examples per class, but split "
+                        f"'{data.train_split}' has fewer examples of: {', '.join(short)}")
+    # 2. what is left to do
+    if state.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+    state.wait_for_everyone()
+    results_path = out / RESULTS
+    planned = {cell_key(arm, plan.arms[arm].fingerprint, b, seed, len(test)): (b, seed, arm) for b, seed, arm in cells}
+    rows = read_results(results_path) if state.is_main_process else []
+    rows = _broadcast(state, rows)
+    done = {_row_key(r) for r in rows} & set(planned)
+    pending = [cell for key, cell in planned.items() if key not in done]
+    _say(state, f"sweep {recipe.config.run.name}: {len(plan.arms)} arms, budgets {budgets} per class, seeds "
+                f"{list(sweep.seeds)}: {len(cells)} cells, {len(done)} already in {results_path}, {len(pending)} to run")
+    # 3. LM stages of the arms that still have cells, each built once (identical stages share a folder)
+    from .runner import run_recipe
+
+    for name in dict.fromkeys(arm for _, _, arm in pending):
+        arm = plan.arms[name]
+        if arm.recipe.config.run.stages:
+            _say(state, f"[arm {name}] language model: {' -> '.join(arm.recipe.config.run.stages)}")
+            run_recipe(arm.recipe)
+    # 4. cells, written as they finish
+    runners: dict[str, CellRunner] = {}
+    bar = tqdm(total=len(pending), desc="sweep cells", unit="cell", disable=not state.is_main_process)
+    for per_class, seed, name in pending:
+        arm = plan.arms[name]
+        runner = runners.setdefault(name, CellRunner(arm, train, test, label_names, state, out / "work"))
+        if arm.method == "finetune" or state.is_main_process:  # Trainer uses every process; sklearn one
+            row = runner.run(per_class, seed)
+            if state.is_main_process:
+                append_result(results_path, row)
+                bar.write(f"[{name}] {per_class}/class seed {seed}: accuracy {100 * row['accuracy']:.1f} %, "
+                          f"macro-F1 {100 * row['f1_macro']:.1f} % ({row['cell_seconds']:.0f} s)")
+        state.wait_for_everyone()
+        bar.update(1)
+    bar.close()
+    # 5. report from every current cell (this run's and earlier runs')
+    efficiency = {}
+    if state.is_main_process:
+        shutil.rmtree(out / "work", ignore_errors=True)
+        rows = [r for r in read_results(results_path) if _row_key(r) in planned]
+        efficiency = write_sweep_report(plan, rows, len(label_names), command, time.time() - started)
+        _say(state, f"sweep report: {out / 'summary.md'}, {out / 'curve.png'}")
+    state.wait_for_everyone()
+    return efficiency
+
+
+def write_sweep_report(plan: Plan, rows: list[dict], num_classes: int, command: str | None,
+                       wall_seconds: float | None) -> dict:
+    from .metrics.label_efficiency import LabelEfficiency
+    from .sweep_report import write_report
+
+    sweep = plan.recipe.config.sweep
+    main = [r for r in rows if r["arm"] in sweep.arms]
+    efficiency = LabelEfficiency().compute(arms=[r["arm"] for r in main], budgets=[r["train_examples"] for r in main],
+                                           accuracies=[r["accuracy"] for r in main], reference=sweep.reference)
+    (plan.output_dir / "label_efficiency.json").write_text(json.dumps(efficiency, indent=2))
+    ablations = [{"title": t.title, "budget": sweep.ablation_examples_per_class * num_classes,
+                  "arms": list(t.rows.items())} for t in sweep.ablations]
+    write_report(main, efficiency, plan.output_dir, f"Label efficiency: {plan.recipe.config.run.name}",
+                 command=command, wall_seconds=wall_seconds, ablations=ablations or None, ablation_rows=rows)
+    return efficiency
+
+
+@contextmanager
+def _library_progress_bars_off():
+    """Cells are many and short: their loading, tokenizing and training bars would bury the
+    sweep's own bar."""
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    datasets.disable_progress_bars()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        datasets.enable_progress_bars()
+        hf_logging.enable_progress_bar()
+
+
+def _row_key(row: dict) -> tuple:
+    return cell_key(row["arm"], row["arm_fingerprint"], row["examples_per_class"], row["seed"], row["test_examples"])
+
+
+def _broadcast(state: PartialState, rows: list[dict]) -> list[dict]:
+    if state.num_processes == 1:
+        return rows
+    from accelerate.utils import broadcast_object_list
+
+    return broadcast_object_list([rows])[0]
+
+
+def _say(state: PartialState, message: str) -> None:
+    if state.is_main_process:
+        print(message, flush=True)
