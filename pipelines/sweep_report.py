@@ -136,6 +136,7 @@ def format_duration(seconds: float) -> str:
 
 def summary_markdown(rows: Sequence[Mapping], efficiency: Mapping | None, title: str, *,
                      command: str | None = None, wall_seconds: float | None = None,
+                     lm_seconds: float | None = None,
                      ablations: Sequence[Mapping] | None = None, ablation_rows: Sequence[Mapping] | None = None,
                      curve_image: str | None = None) -> str:
     """The sweep summary as GitHub Markdown: accuracy and macro-F1 tables, data multipliers, timings, ablations.
@@ -147,7 +148,14 @@ def summary_markdown(rows: Sequence[Mapping], efficiency: Mapping | None, title:
     if command is not None:
         lines += ["Command:", "", "```sh", command, "```", ""]
     if wall_seconds is not None:
-        lines += [f"Wall time: {format_duration(wall_seconds)}", ""]
+        lines += [f"Wall time of this run of the command: {format_duration(wall_seconds)}", ""]
+    # A resumed sweep's wall time covers only what was left, so the whole cost is given too.
+    cell_seconds = sum(row.get("cell_seconds") or 0 for row in rows)
+    if lm_seconds is not None:
+        lines += [f"Language-model stages (each built once, shared by the arms that use it): "
+                  f"{format_duration(lm_seconds)}", ""]
+    if cell_seconds:
+        lines += [f"Cells, summed: {format_duration(cell_seconds)}", ""]
     if curve_image is not None:
         lines += [f"![Test error vs number of labeled examples]({curve_image})", ""]
     lines += ["Columns are the number of labeled training examples; cells are mean ± sample std over seeds, in %.", ""]
@@ -181,7 +189,7 @@ def plot_learning_curves(rows: Sequence[Mapping], path: str | os.PathLike, title
     """Test error (%) vs number of labeled examples (log x), one line per arm with a min–max band over seeds."""
     rows = _latest_cells(rows)
     # A bare Figure with its own Agg canvas leaves pyplot's global backend and figure registry untouched.
-    figure = Figure(figsize=(7, 4.5))
+    figure = Figure(figsize=(9.5, 4.5))
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     for arm in _arms_in_order(rows):
@@ -206,7 +214,8 @@ def plot_learning_curves(rows: Sequence[Mapping], path: str | os.PathLike, title
     axes.set_title(title or "Test error vs number of labeled examples")
     axes.grid(True, which="major", alpha=0.4)
     if axes.get_lines():
-        axes.legend(title=BAND_NOTE, title_fontsize="small")
+        # Beside the axes: the curves use the whole plot area.
+        axes.legend(title=BAND_NOTE, title_fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     figure.tight_layout()
     path = Path(path)
     return _write_atomically(path, lambda temp: figure.savefig(temp, format="png", dpi=120))

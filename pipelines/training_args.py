@@ -58,7 +58,7 @@ def validate_training_section(section: dict, where: str) -> None:
             hint = " (YAML reads unquoted no/yes as booleans: write \"no\")" if isinstance(value, bool) else ""
             raise RecipeError(f"{where}.{key}: {str(err).split('. Errors:')[0]}{hint}") from None
     try:  # Enum values and cross-field rules are checked by TrainingArguments itself.
-        build_training_args(section, tempfile.gettempdir())
+        build_training_args(section, tempfile.gettempdir(), adapt_to_machine=False)
     except (ValueError, TypeError) as err:
         raise RecipeError(f"{where}: {str(err).splitlines()[0]}") from None
 
@@ -97,9 +97,11 @@ def cpu_has_native_bf16() -> bool:
     return any(check() for check in checks if check is not None)
 
 
-def build_training_args(section: dict, output_dir: str, **stage_overrides) -> ULMFiTTrainingArguments:
+def build_training_args(section: dict, output_dir: str, adapt_to_machine: bool = True,
+                        **stage_overrides) -> ULMFiTTrainingArguments:
+    """The stage's TrainingArguments; `adapt_to_machine` turns bf16 off where it would be emulated."""
     values = {**STAGE_DEFAULTS, **_device_defaults(), **{k: _coerce(v, _HINTS[k]) for k, v in section.items()}, **stage_overrides}
-    if values.get("bf16") and values.get("use_cpu") and not cpu_has_native_bf16():
+    if adapt_to_machine and values.get("bf16") and values.get("use_cpu") and not cpu_has_native_bf16():
         _warn_once("bf16 asked for, but this CPU has no native bf16 (AMX / AVX512-BF16), where it runs many times "
                    "slower than fp32: training in fp32")
         values["bf16"] = False

@@ -6,6 +6,7 @@ import math
 import pytest
 
 from pipelines.metrics import LabelEfficiency
+from pipelines.metrics.label_efficiency import _times
 
 REFERENCE = {10: 0.5, 100: 0.7, 1000: 0.9}
 
@@ -17,12 +18,13 @@ def compute(arm_curve: dict, reference: dict = REFERENCE, arm: str = "ulmfit"):
 
 
 def test_multiplier_in_range_by_log_linear_interpolation():
-    result = compute({10: 0.7, 20: 0.8})["arms"]["ulmfit"]
-    assert result["reference_labels"][0] == pytest.approx(100)
-    assert result["multiplier"][0] == pytest.approx(10.0) and result["multiplier_text"][0] == "10.0x"
-    assert result["reference_labels"][1] == pytest.approx(10 ** 2.5)  # halfway between 100 and 1000 in log
-    assert result["multiplier"][1] == pytest.approx(10 ** 2.5 / 20)
-    assert result["multiplier_bound"] == [None, None]
+    result = compute({10: 0.7})["arms"]["ulmfit"]
+    assert result["reference_labels"] == pytest.approx([100])
+    assert result["multiplier"] == pytest.approx([10.0]) and result["multiplier_text"] == ["10.0x"]
+    result = compute({10: 0.8})["arms"]["ulmfit"]
+    assert result["reference_labels"] == pytest.approx([10 ** 2.5])  # halfway between 100 and 1000 in log
+    assert result["multiplier"] == pytest.approx([10 ** 1.5]) and result["multiplier_text"] == ["31.6x"]
+    assert result["multiplier_bound"] == [None]
 
 
 def test_beyond_the_reference_is_a_lower_bound():
@@ -34,18 +36,22 @@ def test_beyond_the_reference_is_a_lower_bound():
 def test_below_the_reference_smallest_budget_is_an_upper_bound():
     result = compute({100: 0.4})["arms"]["ulmfit"]
     assert result["multiplier_bound"] == ["below"] and result["multiplier_text"] == ["<= 0.1x"]
+    assert result["reference_labels"] == [10.0] and result["multiplier"] == pytest.approx([0.1])
 
 
 def test_flat_reference():
     flat = {10: 0.6, 100: 0.6, 1000: 0.6}
-    assert compute({50: 0.6}, flat)["arms"]["ulmfit"]["multiplier_bound"] == ["below"]
-    assert compute({50: 0.61}, flat)["arms"]["ulmfit"]["multiplier_bound"] == ["above"]
+    at = compute({50: 0.6}, flat)["arms"]["ulmfit"]
+    assert at["multiplier_bound"] == ["below"] and at["reference_labels"] == [10.0]
+    above = compute({50: 0.61}, flat)["arms"]["ulmfit"]
+    assert above["multiplier_bound"] == ["above"] and above["multiplier"] == pytest.approx([1000 / 50])
 
 
 def test_noisy_reference_uses_the_first_crossing():
     noisy = {10: 0.5, 100: 0.8, 1000: 0.7, 10000: 0.9}
     result = compute({10: 0.75}, noisy)["arms"]["ulmfit"]
-    assert result["reference_labels"][0] == pytest.approx(10 ** (1 + 0.25 / 0.3))
+    assert result["reference_labels"][0] == pytest.approx(10 ** (1 + 0.25 / 0.3))  # not between 1000 and 10000
+    assert result["multiplier_bound"] == [None]
 
 
 def test_reference_against_itself_is_one_where_its_curve_rises():
@@ -70,6 +76,21 @@ def test_area_under_the_learning_curve_on_the_log_budget_axis(curve, area):
 def test_missing_reference_names_the_arms():
     with pytest.raises(ValueError, match="reference arm 'scratch' has no cells.*ulmfit"):
         LabelEfficiency().compute(arms=["ulmfit"], budgets=[10], accuracies=[0.5])
+
+
+@pytest.mark.parametrize("cells, message", [(([], [], []), "no cells"),
+                                            ((["scratch"], [0], [0.5]), "positive"),
+                                            ((["scratch"], [10], [float("nan")]), "finite")])
+def test_bad_inputs_raise(cells, message):
+    arms, budgets, accuracies = cells
+    with pytest.raises(ValueError, match=message):
+        LabelEfficiency().compute(arms=arms, budgets=budgets, accuracies=accuracies)
+
+
+def test_multiplier_text_switches_to_integers_at_100():
+    result = compute({10: 0.95, 1: 0.95})["arms"]["ulmfit"]
+    assert result["multiplier_text"] == ["> 1000x", "> 100x"]
+    assert _times(99.96) == "100x" and _times(99.94) == "99.9x"  # rounds before choosing the format
 
 
 def test_result_is_json():

@@ -87,6 +87,7 @@ def test_a_changed_arm_reruns_only_its_cells(swept, capsys):
     assert "12 already in" in capsys.readouterr().out
     rows = read_results(swept["out"] / "results.jsonl")
     assert len(rows) == 20  # the old frozen_probe rows stay in the file but are not reported
+    assert {r["method"] for r in rows if r["arm"] == "frozen_probe"} == {"probe"}  # tuned, still a probe
     summary = (swept["out"] / "summary.md").read_text()
     assert summary.count("| frozen_probe |") >= 1
 
@@ -162,3 +163,12 @@ def test_results_file_appends_whole_lines(tmp_path):
     assert read_results(path) == [{"a": 1}, {"a": 2}]
     append_result(path, {"a": 4})
     assert read_results(path) == [{"a": 1}, {"a": 2}, {"a": 4}]
+
+
+def test_an_arm_can_stop_at_a_smaller_budget_than_the_reference(tmp_path, topic_data):
+    recipe = load(tmp_path, sweep_recipe(topic_data, tmp_path / "run", examples_per_class=[1, 4, 16],
+                                         arm_definitions={"pretrained": {"max_examples_per_class": 4}}))
+    cells = plan_sweep(recipe).cells([1, 4, 16])
+    assert {b for b, _, arm in cells if arm == "pretrained"} == {1, 4}
+    assert {b for b, _, arm in cells if arm == "scratch"} == {1, 4, 16}
+    assert cells == sorted(cells, key=lambda c: c[0])  # small budgets first

@@ -84,10 +84,12 @@ def test_multiplier_table_and_definition(rows, efficiency):
 
 def test_header_command_wall_time_and_timings(rows, efficiency):
     markdown = summary_markdown(rows, efficiency, "AG News sweep", command="python -m pipelines sweep x.yaml",
-                                wall_seconds=3723)
+                                wall_seconds=3723, lm_seconds=125)
     assert markdown.startswith("# AG News sweep\n")
     assert "```sh\npython -m pipelines sweep x.yaml\n```" in markdown
-    assert "Wall time: 1 h 02 min 03 s" in markdown
+    assert "Wall time of this run of the command: 1 h 02 min 03 s" in markdown
+    assert "Language-model stages (each built once, shared by the arms that use it): 2 min 05 s" in markdown
+    assert f"Cells, summed: {format_duration(sum(r['cell_seconds'] for r in rows))}" in markdown
     lines = table_rows(markdown, "Time per cell")
     assert_valid_table(lines)
     assert lines[2] == "| ulmfit | 4 | 10.5 | 20.5 |"
@@ -140,6 +142,6 @@ def test_write_report_writes_both_files(rows, efficiency, tmp_path):
     assert paths == {"summary": tmp_path / "report" / "summary.md", "curve": tmp_path / "report" / "curve.png"}
     summary = paths["summary"].read_text(encoding="utf-8")
     assert "| ulmfit | 70.0 ± 14.1 | 91.0 ± 1.4 | 2 |" in summary
-    assert "](curve.png)" in summary and "Wall time: 1 min 01 s" in summary
+    assert "](curve.png)" in summary and "Wall time of this run of the command: 1 min 01 s" in summary
     assert_png(paths["curve"])
     assert sorted(p.name for p in paths["curve"].parent.iterdir()) == ["curve.png", "summary.md"]

@@ -26,6 +26,8 @@ import numpy as np
 
 
 class LabelEfficiency(evaluate.Metric):
+    """Per arm and budget: mean/std accuracy over seeds, data multiplier against `reference`, and area."""
+
     def _info(self):
         features = datasets.Features({"arms": datasets.Value("string"), "budgets": datasets.Value("int64"),
                                       "accuracies": datasets.Value("float64")})
@@ -39,6 +41,11 @@ class LabelEfficiency(evaluate.Metric):
     def _compute(self, arms, budgets, accuracies, reference: str = "scratch"):
         if len(arms) == 0:
             raise ValueError("label_efficiency: no cells given")
+        # budgets go through log(), and a NaN accuracy would silently read as "beats the reference"
+        if any(int(b) <= 0 for b in budgets):
+            raise ValueError(f"label_efficiency: budgets must be positive label counts, got {sorted(set(budgets))}")
+        if not all(math.isfinite(a) for a in accuracies):
+            raise ValueError("label_efficiency: accuracies must be finite numbers")
         curves: dict[str, dict[int, list[float]]] = {}
         for arm, budget, accuracy in zip(arms, budgets, accuracies):
             curves.setdefault(arm, {}).setdefault(int(budget), []).append(float(accuracy))
@@ -86,4 +93,5 @@ def _arm_summary(cells: dict[int, list[float]], ref_budgets: list[int], ref_mean
 
 
 def _times(value: float) -> str:
-    return f"{value:.0f}x" if value >= 100 else f"{value:.1f}x"
+    # compare the rounded value, so 99.96 prints "100x" rather than "100.0x"
+    return f"{value:.0f}x" if round(value, 1) >= 100 else f"{value:.1f}x"

@@ -8,10 +8,10 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-from transformers import AutoConfig, AutoModel, DataCollatorWithPadding, set_seed
+from transformers import AutoModel, DataCollatorWithPadding, set_seed
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-from ..backbones import load_body, load_tokenizer, new_language_model, random_body_like
+from ..backbones import load_body, load_config, load_tokenizer, new_language_model, random_body_like
 from ..config import ClassifyStage
 from ..data import classification_splits
 from ..errors import RecipeError
@@ -75,7 +75,7 @@ def build_classifier(cfg: ClassifyStage, tokenizer, label_names: list[str], wher
     """The classifier the config asks for: init_from's body (or its architecture with random
     weights), or the recipe's model from scratch; a new pooling head; LoRA or a frozen body."""
     if cfg.init_from and cfg.random_init:
-        body = AutoModel.from_config(AutoConfig.from_pretrained(cfg.init_from))
+        body = AutoModel.from_config(load_config(cfg.init_from))
     elif cfg.init_from:
         body = load_body(cfg.init_from)
     else:
