@@ -133,10 +133,22 @@ def build_arm(base: LoadedRecipe, name: str) -> Arm:
         merged[stage].output_dir = folder
     merged.run.stages = needed
     recipe = build_recipe(merged, where)
-    blob = json.dumps({"method": definition.method, "classify": recipe.resolved["classify"],
+    blob = json.dumps({"method": definition.method, "classify": _what_cells_use(definition.method, recipe),
                        "lm": recipe.fingerprints()}, sort_keys=True, default=str)
     return Arm(name, definition.method, definition.description, recipe,
                hashlib.sha256(blob.encode()).hexdigest()[:16], definition.max_examples_per_class)
+
+
+def _what_cells_use(method: str, recipe: LoadedRecipe) -> dict:
+    """The part of the classify section a method reads: a change elsewhere (say the fine-tuning
+    learning rate) leaves a probe's or TF-IDF's finished cells valid."""
+    section = recipe.resolved["classify"]
+    if method == "tfidf":
+        return {"data": section["data"]}
+    if method == "probe":
+        keys = ("init_from", "model", "data", "max_length", "bptt", "pooling", "random_init")
+        return {**{k: section[k] for k in keys}, "bf16": section["training"].get("bf16")}
+    return section
 
 
 def _needed_stages(recipe: LoadedRecipe) -> list[str]:

@@ -172,3 +172,10 @@ def test_an_arm_can_stop_at_a_smaller_budget_than_the_reference(tmp_path, topic_
     assert {b for b, _, arm in cells if arm == "pretrained"} == {1, 4}
     assert {b for b, _, arm in cells if arm == "scratch"} == {1, 4, 16}
     assert cells == sorted(cells, key=lambda c: c[0])  # small budgets first
+
+
+def test_probe_and_tfidf_cells_survive_a_fine_tuning_change(tmp_path, topic_data):
+    before = load(tmp_path, sweep_recipe(topic_data, tmp_path / "run"))
+    after = load(tmp_path, sweep_recipe(topic_data, tmp_path / "run"), ["classify.training.learning_rate=0.5"])
+    for name, kept in [("tfidf_lr", True), ("frozen_probe", True), ("pretrained", False)]:
+        assert (build_arm(before, name).fingerprint == build_arm(after, name).fingerprint) is kept
