@@ -318,7 +318,8 @@ class CellRunner:
         if self.arm.recipe.config.sweep.save_models and self.state.is_main_process:
             save_classifier(result["model"], self._tokenizer, self.label_names,
                             self.work_dir.parent / "models" / cell_dir.name)
-        shutil.rmtree(cell_dir, ignore_errors=True)
+        if self.state.is_main_process:
+            shutil.rmtree(cell_dir, ignore_errors=True)
         return result["predictions"], result["metrics"]["train_runtime"]
 
     # -- probe: frozen body, pooled features, logistic regression
