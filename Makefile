@@ -54,7 +54,7 @@ label-efficiency: setup
 	$(LAUNCH) sweep $(RECIPE) $(ARGS)
 
 validate: setup
-	$(BIN)/lm-transfer validate recipes/demo/*.yaml recipes/imdb/*.yaml
+	$(BIN)/lm-transfer validate recipes/demo/*.yaml recipes/imdb/*.yaml recipes/bbc/*.yaml
 
 clean:
 	rm -rf runs
