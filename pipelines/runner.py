@@ -98,10 +98,10 @@ def run_recipe(recipe: LoadedRecipe, only: str | None = None, force: bool = Fals
                                   f"first ({ctx.output_dir} is missing or stale); run without --stage")
             continue
         if not force and stage_is_current(ctx.output_dir, ctx.fingerprint):
-            _say(state, f"[{name}] up to date in {ctx.output_dir} (config {ctx.fingerprint}); skipped")
+            say_on_main(state, f"[{name}] up to date in {ctx.output_dir} (config {ctx.fingerprint}); skipped")
             results[name] = json.loads((ctx.output_dir / "metrics.json").read_text())
             continue
-        _say(state, f"[{name}] running -> {ctx.output_dir}")
+        say_on_main(state, f"[{name}] running -> {ctx.output_dir}")
         results[name] = _run_stage(ctx)
     return results
 
@@ -134,7 +134,7 @@ def _run_stage(ctx: StageContext) -> dict:
     return metrics
 
 
-def _say(state: PartialState, message: str) -> None:
+def say_on_main(state: PartialState, message: str) -> None:
     if state.is_main_process:
         print(message, flush=True)
 

@@ -31,6 +31,7 @@ from transformers import set_seed
 from .config import ARM_METHODS, STAGE_KINDS, ArmSection, LoadedRecipe, build_recipe
 from .data import classification_splits, stratified_indices
 from .errors import DataError, RecipeError
+from .runner import run_recipe, say_on_main
 from .training_args import build_training_args
 
 LM_STAGES = [s for s in STAGE_KINDS if s != "classify"]
@@ -421,15 +422,13 @@ def run_sweep(recipe: LoadedRecipe, command: str | None = None) -> dict:
     rows = _broadcast(state, rows)
     done = {_row_key(r) for r in rows} & set(planned)
     pending = [cell for key, cell in planned.items() if key not in done]
-    _say(state, f"sweep {recipe.config.run.name}: {len(plan.arms)} arms, budgets {budgets} per class, seeds "
+    say_on_main(state, f"sweep {recipe.config.run.name}: {len(plan.arms)} arms, budgets {budgets} per class, seeds "
                 f"{list(sweep.seeds)}: {len(cells)} cells, {len(done)} already in {results_path}, {len(pending)} to run")
     # 3. LM stages of the arms that still have cells, each built once (identical stages share a folder)
-    from .runner import run_recipe
-
     for name in dict.fromkeys(arm for _, _, arm in pending):
         arm = plan.arms[name]
         if arm.recipe.config.run.stages:
-            _say(state, f"[arm {name}] language model: {' -> '.join(arm.recipe.config.run.stages)}")
+            say_on_main(state, f"[arm {name}] language model: {' -> '.join(arm.recipe.config.run.stages)}")
             run_recipe(arm.recipe)
     # 4. cells, written as they finish
     runners: dict[str, CellRunner] = {}
@@ -454,7 +453,7 @@ def run_sweep(recipe: LoadedRecipe, command: str | None = None) -> dict:
         # A run that only re-reports has no wall time worth printing.
         efficiency = write_sweep_report(plan, rows, len(label_names), command,
                                         time.time() - started if pending else None)
-        _say(state, f"sweep report: {out / 'summary.md'}, {out / 'curve.png'}")
+        say_on_main(state, f"sweep report: {out / 'summary.md'}, {out / 'curve.png'}")
     state.wait_for_everyone()
     return efficiency
 
@@ -514,8 +513,3 @@ def _broadcast(state: PartialState, rows: list[dict]) -> list[dict]:
     from accelerate.utils import broadcast_object_list
 
     return broadcast_object_list([rows])[0]
-
-
-def _say(state: PartialState, message: str) -> None:
-    if state.is_main_process:
-        print(message, flush=True)
