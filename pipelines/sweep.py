@@ -266,7 +266,14 @@ def read_results(path: Path) -> list[dict]:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(text)
         os.replace(tmp, path)
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise DataError(f"{path}: line {number} is not a JSON cell; remove it (its cell is re-run)") from None
+    return rows
 
 
 def append_result(path: Path, row: dict) -> None:
@@ -418,8 +425,7 @@ def run_sweep(recipe: LoadedRecipe, command: str | None = None) -> dict:
     state.wait_for_everyone()
     results_path = out / RESULTS
     planned = {cell_key(arm, plan.arms[arm].fingerprint, b, seed, len(test)): (b, seed, arm) for b, seed, arm in cells}
-    rows = read_results(results_path) if state.is_main_process else []
-    rows = _broadcast(state, rows)
+    rows = _broadcast(state, _main_only(state, lambda: read_results(results_path)))
     done = {_row_key(r) for r in rows} & set(planned)
     pending = [cell for key, cell in planned.items() if key not in done]
     say_on_main(state, f"sweep {recipe.config.run.name}: {len(plan.arms)} arms, budgets {budgets} per class, seeds "
@@ -433,27 +439,33 @@ def run_sweep(recipe: LoadedRecipe, command: str | None = None) -> dict:
     # 4. cells, written as they finish
     runners: dict[str, CellRunner] = {}
     bar = tqdm(total=len(pending), desc="sweep cells", unit="cell", disable=not state.is_main_process)
+    def record(row: dict) -> None:
+        append_result(results_path, row)
+        bar.write(f"[{row['arm']}] {row['examples_per_class']}/class seed {row['seed']}: accuracy "
+                  f"{100 * row['accuracy']:.1f} %, macro-F1 {100 * row['f1_macro']:.1f} % ({row['cell_seconds']:.0f} s)")
+
     for per_class, seed, name in pending:
         arm = plan.arms[name]
         runner = runners.setdefault(name, CellRunner(arm, train, test, label_names, state, out / "work"))
-        if arm.method == "finetune" or state.is_main_process:  # Trainer uses every process; sklearn one
+        if arm.method == "finetune":  # Trainer uses every process
             row = runner.run(per_class, seed)
-            if state.is_main_process:
-                append_result(results_path, row)
-                bar.write(f"[{name}] {per_class}/class seed {seed}: accuracy {100 * row['accuracy']:.1f} %, "
-                          f"macro-F1 {100 * row['f1_macro']:.1f} % ({row['cell_seconds']:.0f} s)")
+            _main_only(state, lambda: record(row))
+        else:  # scikit-learn: the main process alone
+            _main_only(state, lambda: record(runner.run(per_class, seed)))
         state.wait_for_everyone()
         bar.update(1)
     bar.close()
     # 5. report from every current cell (this run's and earlier runs')
-    efficiency = {}
-    if state.is_main_process:
+    def report() -> dict:
         shutil.rmtree(out / "work", ignore_errors=True)
-        rows = [r for r in read_results(results_path) if _row_key(r) in planned]
+        current = [r for r in read_results(results_path) if _row_key(r) in planned]
         # A run that only re-reports has no wall time worth printing.
-        efficiency = write_sweep_report(plan, rows, len(label_names), command,
+        efficiency = write_sweep_report(plan, current, len(label_names), command,
                                         time.time() - started if pending else None)
         say_on_main(state, f"sweep report: {out / 'summary.md'}, {out / 'curve.png'}")
+        return efficiency
+
+    efficiency = _main_only(state, report) or {}
     state.wait_for_everyone()
     return efficiency
 
@@ -507,7 +519,25 @@ def _row_key(row: dict) -> tuple:
     return cell_key(row["arm"], row["arm_fingerprint"], row["examples_per_class"], row["seed"], row["test_examples"])
 
 
-def _broadcast(state: PartialState, rows: list[dict]) -> list[dict]:
+def _main_only(state: PartialState, work):
+    """`work()` on the main process (None elsewhere). If it raises, every process raises: the
+    others would otherwise wait at the next barrier until the collective timeout."""
+    result, error = None, None
+    if state.is_main_process:
+        try:
+            result = work()
+        except Exception as err:  # re-raised below, on every process
+            if state.num_processes == 1:
+                raise
+            error = err
+    if state.num_processes > 1 and _broadcast(state, error is not None):
+        if error is not None:
+            raise error
+        raise RuntimeError("the main process failed (its error is printed above)")
+    return result
+
+
+def _broadcast(state: PartialState, rows):
     if state.num_processes == 1:
         return rows
     from accelerate.utils import broadcast_object_list

@@ -208,3 +208,11 @@ def test_a_stage_is_moved_when_the_recipe_chains_it_differently(tmp_path, topic_
     arm = build_arm(load(tmp_path, raw), "pretrained")
     assert arm.recipe.config.run.stages == ["pretrain"]
     assert arm.classify.init_from.startswith(f"{tmp_path}/run/sweep/stages/pretrain-")
+
+
+def test_a_damaged_results_line_is_named(tmp_path):
+    path = tmp_path / "r.jsonl"
+    append_result(path, {"a": 1})
+    path.write_text(path.read_text() + "not json\n")
+    with pytest.raises(DataError, match="r.jsonl: line 2 is not a JSON cell"):
+        read_results(path)
