@@ -262,10 +262,10 @@ def read_results(path: Path) -> list[dict]:
         return []
     text = path.read_text()
     if text and not text.endswith("\n"):
+        from .sweep_report import write_atomically  # matplotlib: imported only when needed
+
         text = text[:text.rfind("\n") + 1]
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        write_atomically(path, lambda temp: temp.write_text(text))
     rows = []
     for number, line in enumerate(text.splitlines(), start=1):
         if line.strip():
@@ -473,15 +473,14 @@ def run_sweep(recipe: LoadedRecipe, command: str | None = None) -> dict:
 def write_sweep_report(plan: Plan, rows: list[dict], num_classes: int, command: str | None,
                        wall_seconds: float | None) -> dict:
     from .metrics.label_efficiency import LabelEfficiency
-    from .sweep_report import write_report
+    from .sweep_report import write_atomically, write_report
 
     sweep = plan.recipe.config.sweep
     main = [r for r in rows if r["arm"] in sweep.arms]
     efficiency = LabelEfficiency().compute(arms=[r["arm"] for r in main], budgets=[r["train_examples"] for r in main],
                                            accuracies=[r["accuracy"] for r in main], reference=sweep.reference)
-    tmp = plan.output_dir / "label_efficiency.json.tmp"
-    tmp.write_text(json.dumps(efficiency, indent=2))
-    os.replace(tmp, plan.output_dir / "label_efficiency.json")
+    text = json.dumps(efficiency, indent=2)
+    write_atomically(plan.output_dir / "label_efficiency.json", lambda temp: temp.write_text(text))
     ablations = [{"title": t.title, "budget": sweep.ablation_examples_per_class * num_classes,
                   "arms": list(t.rows.items())} for t in sweep.ablations]
     write_report(main, efficiency, plan.output_dir, f"Label efficiency: {plan.recipe.config.run.name}",

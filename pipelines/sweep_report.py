@@ -172,7 +172,7 @@ def summary_markdown(rows: Sequence[Mapping], efficiency: Mapping | None, title:
     return "\n".join(lines)
 
 
-def _write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
+def write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
     """Write through a temp file in the same folder, then rename, so readers never see a partial file."""
     descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(descriptor)
@@ -218,7 +218,7 @@ def plot_learning_curves(rows: Sequence[Mapping], path: str | os.PathLike, title
         axes.legend(title=BAND_NOTE, title_fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     figure.tight_layout()
     path = Path(path)
-    return _write_atomically(path, lambda temp: figure.savefig(temp, format="png", dpi=120))
+    return write_atomically(path, lambda temp: figure.savefig(temp, format="png", dpi=120))
 
 
 def write_report(rows: Sequence[Mapping], efficiency: Mapping | None, folder: str | os.PathLike, title: str,
@@ -228,5 +228,5 @@ def write_report(rows: Sequence[Mapping], efficiency: Mapping | None, folder: st
     folder.mkdir(parents=True, exist_ok=True)
     curve = plot_learning_curves(rows, folder / "curve.png", title=title)
     text = summary_markdown(rows, efficiency, title, curve_image=curve.name, **summary_options)
-    summary = _write_atomically(folder / "summary.md", lambda temp: temp.write_text(text, encoding="utf-8"))
+    summary = write_atomically(folder / "summary.md", lambda temp: temp.write_text(text, encoding="utf-8"))
     return {"summary": summary, "curve": curve}
