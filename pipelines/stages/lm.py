@@ -36,7 +36,7 @@ def run(ctx) -> dict:
     masked = "MaskedLM" in type(model).__name__
     if masked and tokenizer.mask_token is None:
         raise RecipeError(f"{ctx.recipe.path}: {ctx.name}: masked-LM objective but the tokenizer has no mask token")
-    if masked:  # same loss and gradients, 2.6x faster steps measured on all-MiniLM-L6-v2
+    if masked:  # same loss and gradients; measured on all-MiniLM-L6-v2: 2.3 s per step, not 5.9 s
         score_masked_positions_only(model)
     # 4. tokenize and cut into blocks; documents are separated by EOS (causal) so the model sees boundaries
     eos = [] if masked or tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
