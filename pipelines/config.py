@@ -115,6 +115,10 @@ class ClassifyStage:
     random_init: bool = False
     # Also train the same classifier from random init on the same labels, for comparison.
     compare_scratch: bool = False
+    # Hold out this fraction of the labeled examples (stratified, seeded) and keep the epoch with the
+    # lowest loss on them: early stopping within the label budget, never on the test split. None:
+    # train on all labeled examples for the configured epochs.
+    dev_fraction: Optional[float] = None
     training: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -305,6 +309,8 @@ def _check(loaded: LoadedRecipe) -> None:
             _check_choice(path, f"{name}.pooling", stage.pooling, ("concat", "last", "mean"))
             if stage.data.label_column is None:
                 raise RecipeError(f"{path}: {name}.data.label_column: required for classification")
+            if stage.dev_fraction is not None and not 0 < stage.dev_fraction < 1:
+                raise RecipeError(f"{path}: {name}.dev_fraction: must be between 0 and 1 (or null)")
             if stage.examples_per_class is not None and stage.examples_per_class < 1:
                 raise RecipeError(f"{path}: {name}.examples_per_class: must be at least 1")
             if stage.peft is not None:

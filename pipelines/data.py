@@ -128,6 +128,20 @@ def stratified_indices(labels: list[int] | np.ndarray, per_class: int, seed: int
     return sorted(chosen)
 
 
+def dev_split_indices(labels: list[int] | np.ndarray, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """(train, dev) positions: per class, round(fraction * n) examples held out for choosing the
+    epoch, never the class's last one. A class with one example keeps it for training, so at one
+    label per class there is no dev split (dev is empty)."""
+    labels = np.asarray(labels)
+    train, dev = [], []
+    for label in np.unique(labels):
+        members = np.random.default_rng([seed, int(label), 1]).permutation(np.flatnonzero(labels == label))
+        held = min(len(members) - 1, max(1, round(fraction * len(members))))
+        dev.extend(members[:held].tolist())
+        train.extend(members[held:].tolist())
+    return sorted(train), sorted(dev)
+
+
 def classification_splits(data: DataConfig, examples_per_class: int | None, seed: int):
     """(train, test, label_names) with the columns renamed to `text` / `label`."""
     splits = load_splits(data)

@@ -311,7 +311,7 @@ class CellRunner:
         indices = stratified_indices(self.train["label"], per_class, seed)
         method = getattr(self, f"_{self.arm.method}")
         with _library_progress_bars_off():
-            predicted, train_seconds = method(indices, per_class, seed)
+            predicted, train_seconds, training = method(indices, per_class, seed)
         from .metrics import classification_metrics
 
         scores = classification_metrics().compute(predictions=predicted, references=list(self.test["label"]))
@@ -320,7 +320,7 @@ class CellRunner:
                 # Which labeled examples: equal across arms for a (budget, seed), so pairing is checkable.
                 "labeled_subset": hashlib.sha256(json.dumps(indices).encode()).hexdigest()[:12],
                 "accuracy": scores["accuracy"], "f1_macro": scores["f1_macro"], "test_examples": len(self.test),
-                "train_seconds": round(train_seconds, 2), "cell_seconds": round(time.time() - started, 2)}
+                "train_seconds": round(train_seconds, 2), "cell_seconds": round(time.time() - started, 2), **training}
 
     # -- finetune: the classify stage's training, without saving a stage folder
     def _finetune(self, indices, per_class, seed):
@@ -343,7 +343,8 @@ class CellRunner:
                             self.work_dir.parent / "models" / cell_dir.name)
         if self.state.is_main_process:
             shutil.rmtree(cell_dir, ignore_errors=True)
-        return result["predictions"], result["metrics"]["train_runtime"]
+        metrics = result["metrics"]
+        return result["predictions"], metrics["train_runtime"], {k: metrics[k] for k in ("dev_examples", "chosen_epoch")}
 
     # -- probe: frozen body, pooled features, logistic regression
     def _probe(self, indices, per_class, seed):
@@ -355,7 +356,7 @@ class CellRunner:
         started = time.time()
         probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
         probe.fit(train_x, np.asarray(self.train["label"])[indices])
-        return probe.predict(self._test_features), time.time() - started
+        return probe.predict(self._test_features), time.time() - started, {}
 
     def _probe_features(self, indices) -> np.ndarray:
         from .features import pooled_features
@@ -388,7 +389,7 @@ class CellRunner:
         model = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True), LogisticRegression(max_iter=2000))
         subset = self.train.select(indices)
         model.fit(list(subset["text"]), list(subset["label"]))
-        return model.predict(list(self.test["text"])), time.time() - started
+        return model.predict(list(self.test["text"])), time.time() - started, {}
 
 
 # --------------------------------------------------------------------------- the sweep

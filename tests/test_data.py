@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from pipelines.config import DataConfig
-from pipelines.data import classification_splits, group_into_blocks, lm_text_splits, load_splits, stratified_indices
+from pipelines.data import (classification_splits, dev_split_indices, group_into_blocks, lm_text_splits, load_splits,
+                            stratified_indices)
 from pipelines.errors import DataError
 from pipelines.metrics import Accuracy, MacroF1, classification_metrics
 
@@ -24,6 +25,18 @@ def test_sampler_budgets_are_nested_for_a_seed():
     for seed in range(3):
         small, large = set(stratified_indices(LABELS, 5, seed)), set(stratified_indices(LABELS, 12, seed))
         assert small < large
+
+
+def test_dev_split_is_stratified_seeded_and_leaves_every_class_a_training_example():
+    labels = np.array([0] * 10 + [1] * 4 + [2] * 2)
+    train, dev = dev_split_indices(labels, 0.2, seed=0)
+    assert sorted(train + dev) == list(range(16)) and not set(train) & set(dev)
+    assert np.bincount(labels[dev]).tolist() == [2, 1, 1]  # round(0.2 n), at least one ...
+    assert np.bincount(labels[train]).tolist() == [8, 3, 1]  # ... and never a class's last example
+    assert (train, dev) == dev_split_indices(labels, 0.2, seed=0)
+    assert dev != dev_split_indices(labels, 0.2, seed=1)[1]
+    # one example per class: nothing to hold out
+    assert dev_split_indices(np.array([0, 1, 2]), 0.5, seed=0) == ([0, 1, 2], [])
 
 
 def test_blocks_cut_concatenated_text_and_keep_a_short_corpus():

@@ -131,3 +131,31 @@ def test_single_stage_needs_earlier_stages_built(tmp_path, topic_data, capsys):
     assert "needs stage 'tokenizer' built" in capsys.readouterr().err
     assert main(["run", str(recipe), "--stage", "tokenizer"]) == 0
     assert (tmp_path / "run" / "tokenizer").exists() and not (tmp_path / "run" / "pretrain").exists()
+
+
+def test_dev_split_ends_training_with_the_epoch_of_lowest_dev_loss(awd_run, tmp_path):
+    from transformers import DataCollatorWithPadding
+
+    from pipelines.config import load_recipe
+    from pipelines.data import classification_splits, dev_split_indices
+    from pipelines.stages.classify import build_classifier, classifier_tokenizer, fit_and_test, tokenize
+
+    # a learning rate high enough to overfit 6 labels per class, so the last epoch is rarely the best
+    recipe = load_recipe(awd_run[1], ["classify.dev_fraction=0.34", "classify.training.num_train_epochs=6",
+                                      "classify.training.learning_rate=0.03"])
+    cfg = recipe.config.classify
+    train, test, names = classification_splits(cfg.data, 6, 0)
+    tokenizer = classifier_tokenizer(cfg, "test")
+    train_tok, test_tok = tokenize(train, tokenizer, 64, "train"), tokenize(test, tokenizer, 64, "test")
+    model = build_classifier(cfg, tokenizer, names, "test")
+    result = fit_and_test(cfg, model, tokenizer, train_tok, test_tok, 0, str(tmp_path / "work"), quiet=True)
+    scores = result["metrics"]
+    assert scores["dev_examples"] == 6  # 2 of each class's 6
+    curve = scores["dev_loss_curve"]
+    assert len(curve) == 6 and scores["chosen_epoch"] == 1 + curve.index(min(curve))
+    # the weights returned are that epoch's: their dev loss is the curve's minimum
+    _, dev_rows = dev_split_indices(train_tok["label"], 0.34, 0)
+    batch = DataCollatorWithPadding(tokenizer)([train_tok[i] for i in dev_rows])
+    with torch.no_grad():
+        loss = result["model"].eval()(**batch).loss.item()
+    assert loss == pytest.approx(min(curve), abs=1e-3)

@@ -13,7 +13,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from ..backbones import load_body, load_config, load_tokenizer, new_language_model, random_body_like
 from ..config import ClassifyStage
-from ..data import classification_splits
+from ..data import classification_splits, dev_split_indices
 from ..errors import RecipeError
 from ..metrics import classification_metrics
 from ..models.classifier import TransferClassifier
@@ -100,8 +100,16 @@ def fit_and_test(cfg: ClassifyStage, model, tokenizer, train_tok, test_tok, seed
     overrides = {"seed": seed, **training_overrides}
     if cfg.training.get("gradual_unfreezing"):
         overrides["ddp_find_unused_parameters"] = True  # frozen groups get no gradients under DDP
+    dev_tok = None
+    if cfg.dev_fraction:
+        train_rows, dev_rows = dev_split_indices(train_tok["label"], cfg.dev_fraction, seed)
+        if dev_rows:
+            train_tok, dev_tok = train_tok.select(train_rows), train_tok.select(dev_rows)
+            # Score the held-out examples after every epoch and end with the best epoch's weights.
+            overrides.update(eval_strategy="epoch", save_strategy="epoch", save_only_model=True,
+                             load_best_model_at_end=True, metric_for_best_model="loss", greater_is_better=False)
     args = build_training_args(cfg.training, work_dir, **overrides)
-    trainer = ULMFiTTrainer(model=model, args=args, train_dataset=train_tok,
+    trainer = ULMFiTTrainer(model=model, args=args, train_dataset=train_tok, eval_dataset=dev_tok,
                             data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer)
     if quiet:  # a sweep prints one line per cell instead of Trainer's logs and bars
         for callback in (PrinterCallback, ProgressCallback):
@@ -114,7 +122,16 @@ def fit_and_test(cfg: ClassifyStage, model, tokenizer, train_tok, test_tok, seed
     return {"model": trainer.model, "predictions": predicted, "metrics": {
         "test_accuracy": scores["accuracy"], "test_f1_macro": scores["f1_macro"],
         "train_loss": result.training_loss, "train_runtime": result.metrics["train_runtime"],
-        "train_tokens_per_second": result.metrics["train_samples_per_second"] * tokens_per_example}}
+        "train_tokens_per_second": result.metrics["train_samples_per_second"] * tokens_per_example,
+        "dev_examples": 0 if dev_tok is None else len(dev_tok),
+        "dev_loss_curve": [round(h["eval_loss"], 4) for h in trainer.state.log_history if "eval_loss" in h],
+        "chosen_epoch": None if dev_tok is None else _best_epoch(trainer.state)}}
+
+
+def _best_epoch(state) -> int:
+    # Trainer names the best checkpoint by its step; the log says which epoch ended there.
+    best_step = int(state.best_model_checkpoint.rsplit("-", 1)[-1])
+    return next(round(h["epoch"]) for h in state.log_history if h.get("step") == best_step and "eval_loss" in h)
 
 
 def save_classifier(model, tokenizer, label_names: list[str], folder) -> None:
