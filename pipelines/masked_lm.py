@@ -14,6 +14,8 @@ sees matching shapes. The returned logits are (masked positions, V), not (B, T, 
 
 from __future__ import annotations
 
+import threading
+
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
@@ -25,22 +27,24 @@ def score_masked_positions_only(model: nn.Module) -> list[RemovableHandle]:
     projection = model.get_output_embeddings()
     if projection is None:
         raise ValueError(f"{type(model).__name__} has no output projection to restrict")
-    selected = {}
+    # Per thread: nn.DataParallel runs replicas that share these hooks in threads of their own.
+    selected = threading.local()
 
     def keep_masked_labels(module, args, kwargs):
         labels = kwargs.get("labels")
-        selected.pop("positions", None)
+        selected.positions = None if labels is None else labels != IGNORE_INDEX
         if labels is None:  # inference: score every position as usual
             return None
-        positions = labels != IGNORE_INDEX
-        selected["positions"] = positions
-        return args, {**kwargs, "labels": labels[positions]}
+        return args, {**kwargs, "labels": labels[selected.positions]}
 
     def keep_masked_hidden(module, args):
-        positions = selected.pop("positions", None)
+        positions, selected.positions = getattr(selected, "positions", None), None
         if positions is None:
             return None
         hidden, *rest = args
+        if hidden.shape[:2] != positions.shape:  # a head that is not applied per position
+            raise ValueError(f"{type(model).__name__}: the output projection reads {tuple(hidden.shape)}, not one "
+                             f"vector per labelled position {tuple(positions.shape)}")
         return (hidden[positions], *rest)
 
     return [model.register_forward_pre_hook(keep_masked_labels, with_kwargs=True),

@@ -335,7 +335,8 @@ class CellRunner:
         set_seed(seed)
         model = build_classifier(cfg, self._tokenizer, self.label_names, where)
         cell_dir = self.work_dir / f"{self.arm.name}-{per_class}-{seed}"
-        # Cells are short: no checkpoints (a crashed cell is re-run); one progress bar is the sweep's.
+        # Cells are short: no checkpoints to resume from (a crashed cell is re-run; with a dev split,
+        # weights-only ones per epoch to keep the best); one progress bar is the sweep's.
         result = fit_and_test(cfg, model, self._tokenizer, train_tok, self._test_tok, seed, str(cell_dir),
                               quiet=True, save_strategy="no", disable_tqdm=True)
         if self.arm.recipe.config.sweep.save_models and self.state.is_main_process:

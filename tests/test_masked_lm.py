@@ -66,3 +66,11 @@ def test_without_labels_every_position_is_scored():
     assert logits.shape == (*batch["input_ids"].shape, VOCAB)
     # and a labelled call after an unlabelled one still scores only the masked positions
     assert model(**batch).logits.shape[0] == (batch["labels"] != -100).sum()
+
+
+def test_a_head_not_applied_per_position_is_refused_not_mis_scored():
+    model, batch = tiny("bert"), masked_batch()
+    score_masked_positions_only(model)
+    model.cls.predictions.transform = torch.nn.Sequential(model.cls.predictions.transform, torch.nn.Flatten(0, 1))
+    with pytest.raises(ValueError, match="one vector per labelled position"):
+        model(**batch)

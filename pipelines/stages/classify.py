@@ -105,8 +105,10 @@ def fit_and_test(cfg: ClassifyStage, model, tokenizer, train_tok, test_tok, seed
         train_rows, dev_rows = dev_split_indices(train_tok["label"], cfg.dev_fraction, seed)
         if dev_rows:
             train_tok, dev_tok = train_tok.select(train_rows), train_tok.select(dev_rows)
-            # Score the held-out examples after every epoch and end with the best epoch's weights.
-            overrides.update(eval_strategy="epoch", save_strategy="epoch", save_only_model=True,
+            # Score the held-out examples after every epoch and end with the best epoch's weights (which
+            # needs a checkpoint per epoch; weights only where the caller wanted no resumable checkpoints).
+            resumable = overrides.get("save_strategy", cfg.training.get("save_strategy")) != "no"
+            overrides.update(eval_strategy="epoch", save_strategy="epoch", save_only_model=not resumable,
                              load_best_model_at_end=True, metric_for_best_model="loss", greater_is_better=False)
     args = build_training_args(cfg.training, work_dir, **overrides)
     trainer = ULMFiTTrainer(model=model, args=args, train_dataset=train_tok, eval_dataset=dev_tok,
@@ -128,10 +130,12 @@ def fit_and_test(cfg: ClassifyStage, model, tokenizer, train_tok, test_tok, seed
         "chosen_epoch": None if dev_tok is None else _best_epoch(trainer.state)}}
 
 
-def _best_epoch(state) -> int:
-    # Trainer names the best checkpoint by its step; the log says which epoch ended there.
-    best_step = int(state.best_model_checkpoint.rsplit("-", 1)[-1])
-    return next(round(h["epoch"]) for h in state.log_history if h.get("step") == best_step and "eval_loss" in h)
+def _best_epoch(state) -> int | None:
+    # Trainer keeps the best evaluation's step; the log says which epoch ended there. None when no
+    # epoch counted as best (every dev loss NaN): the weights are the last epoch's.
+    if state.best_global_step is None:
+        return None
+    return next(round(h["epoch"]) for h in state.log_history if h.get("step") == state.best_global_step and "eval_loss" in h)
 
 
 def save_classifier(model, tokenizer, label_names: list[str], folder) -> None:
