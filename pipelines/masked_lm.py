@@ -32,9 +32,10 @@ def score_masked_positions_only(model: nn.Module) -> list[RemovableHandle]:
 
     def keep_masked_labels(module, args, kwargs):
         labels = kwargs.get("labels")
-        selected.positions = None if labels is None else labels != IGNORE_INDEX
         if labels is None:  # inference: score every position as usual
+            selected.positions = None
             return None
+        selected.positions = labels != IGNORE_INDEX
         return args, {**kwargs, "labels": labels[selected.positions]}
 
     def keep_masked_hidden(module, args):

@@ -127,12 +127,12 @@ def fit_and_test(cfg: ClassifyStage, model, tokenizer, train_tok, test_tok, seed
         "train_tokens_per_second": result.metrics["train_samples_per_second"] * tokens_per_example,
         "dev_examples": 0 if dev_tok is None else len(dev_tok),
         "dev_loss_curve": [round(h["eval_loss"], 4) for h in trainer.state.log_history if "eval_loss" in h],
-        "chosen_epoch": None if dev_tok is None else _best_epoch(trainer.state)}}
+        "chosen_epoch": _best_epoch(trainer.state)}}
 
 
 def _best_epoch(state) -> int | None:
-    # Trainer keeps the best evaluation's step; the log says which epoch ended there. None when no
-    # epoch counted as best (every dev loss NaN): the weights are the last epoch's.
+    # Trainer keeps the best evaluation's step; the log says which epoch ended there. None without a
+    # dev split, or when no epoch counted as best (every dev loss NaN): the weights are the last epoch's.
     if state.best_global_step is None:
         return None
     return next(round(h["epoch"]) for h in state.log_history if h.get("step") == state.best_global_step and "eval_loss" in h)
