@@ -84,8 +84,10 @@ def _multiplier_section(rows: Sequence[Mapping], efficiency: Mapping) -> list[st
         area = curve.get("area")
         body.append([arm, *(text_by_budget.get(budget) or MISSING for budget in budgets),
                      MISSING if area is None else f"{100 * area:.1f}"])
-    header = ["Arm", *(_budget_header(rows, budget) for budget in budgets),
-              "Area under the learning curve (log budget, %)"]
+    span = efficiency.get("area_budgets")
+    area_header = ("Area under the learning curve (log budget, %)" if not span or span[0] == span[1] else
+                   f"Area under the learning curve, {span[0]}–{span[1]} labels (log budget, %)")
+    header = ["Arm", *(_budget_header(rows, budget) for budget in budgets), area_header]
     return [
         f"## Data multiplier vs {reference}",
         "",

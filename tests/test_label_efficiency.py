@@ -73,6 +73,24 @@ def test_area_under_the_learning_curve_on_the_log_budget_axis(curve, area):
     assert compute(curve)["arms"]["ulmfit"]["area"] == pytest.approx(area)
 
 
+def test_area_spans_the_budgets_every_arm_covers():
+    # The reference runs to 1,000 labels, the arm stops at 100: both are integrated over 10-100, so
+    # the reference's accuracy at 1,000 does not inflate its area against the arm's.
+    result = compute({10: 0.6, 100: 0.8})
+    assert result["area_budgets"] == [10, 100]
+    assert result["arms"]["scratch"]["area"] == pytest.approx(0.6)
+    assert result["arms"]["ulmfit"]["area"] == pytest.approx(0.7)
+    # a span edge between an arm's budgets reads its curve there, linearly in log budget
+    inside = compute({100: 0.8, 10000: 1.0})  # span 100-1000; the arm reads 0.9 at 1,000
+    assert inside["area_budgets"] == [100, 1000] and inside["arms"]["ulmfit"]["area"] == pytest.approx(0.85)
+
+
+def test_arms_without_common_budgets_get_no_area():
+    result = compute({5000: 0.9, 10000: 0.95})
+    assert result["area_budgets"] is None
+    assert result["arms"]["ulmfit"]["area"] is None and result["arms"]["scratch"]["area"] is None
+
+
 def test_missing_reference_names_the_arms():
     with pytest.raises(ValueError, match="reference arm 'scratch' has no cells.*ulmfit"):
         LabelEfficiency().compute(arms=["ulmfit"], budgets=[10], accuracies=[0.5])

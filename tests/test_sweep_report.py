@@ -80,6 +80,9 @@ def test_multiplier_table_and_definition(rows, efficiency):
     assert lines[2] == "| scratch | 1.0x | 1.0x | 53.1 |"
     assert lines[3] == "| ulmfit | 4.7x | > 1.0x | 80.5 |"
     assert "log-linear interpolation" in markdown
+    efficiency["area_budgets"] = [50, 250]
+    assert table_rows(summary_markdown(rows, efficiency, "t"), "Data multiplier vs scratch")[0].endswith(
+        "| Area under the learning curve, 50–250 labels (log budget, %) |")
 
 
 def test_header_command_wall_time_and_timings(rows, efficiency):

@@ -10,8 +10,11 @@ For each arm and budget n, with a = the arm's mean accuracy over seeds at n:
   If a <= r_1, m = n_1 is an upper bound ("below": the reference needs at most its smallest budget);
   if no r_i reaches a, m is unknown and n_k is a lower bound ("above").
 - data multiplier: m / n ("12.3x", "> 20x", "<= 0.5x").
-- area: the trapezoid area under mean accuracy over log10(budget), divided by the log10 span of the
-  budgets: a mean accuracy in [0, 1] over the log-budget axis (one budget: its accuracy).
+- area: the area under mean accuracy over log10(budget) (linear between budgets), divided by the
+  log10 span: a mean accuracy in [0, 1] over the log-budget axis. Every arm is integrated over the
+  same span, the budgets all arms cover (`area_budgets`: the largest smallest budget to the smallest
+  largest one), so areas compare across arms that stop at different budgets; a span of one budget
+  gives the accuracy there, and arms whose budgets do not overlap get no area (None).
 
     LabelEfficiency().compute(arms=[...], budgets=[...], accuracies=[...], reference="scratch")
 """
@@ -53,8 +56,9 @@ class LabelEfficiency(evaluate.Metric):
             raise ValueError(f"label_efficiency: reference arm '{reference}' has no cells (arms: {', '.join(curves)})")
         ref_budgets = sorted(curves[reference])
         ref_means = [float(np.mean(curves[reference][b])) for b in ref_budgets]
-        return {"reference": reference,
-                "arms": {arm: _arm_summary(cells, ref_budgets, ref_means) for arm, cells in curves.items()}}
+        span = (max(min(cells) for cells in curves.values()), min(max(cells) for cells in curves.values()))
+        return {"reference": reference, "area_budgets": list(span) if span[0] <= span[1] else None,
+                "arms": {arm: _arm_summary(cells, ref_budgets, ref_means, span) for arm, cells in curves.items()}}
 
 
 def reference_labels(accuracy: float, ref_budgets: list[int], ref_means: list[float]) -> tuple[float | None, str | None]:
@@ -70,7 +74,8 @@ def reference_labels(accuracy: float, ref_budgets: list[int], ref_means: list[fl
     return None, "above"
 
 
-def _arm_summary(cells: dict[int, list[float]], ref_budgets: list[int], ref_means: list[float]) -> dict:
+def _arm_summary(cells: dict[int, list[float]], ref_budgets: list[int], ref_means: list[float],
+                 area_span: tuple[int, int]) -> dict:
     budgets = sorted(cells)
     means = [float(np.mean(cells[b])) for b in budgets]
     out = {"budgets": budgets, "accuracy_mean": means,
@@ -84,12 +89,19 @@ def _arm_summary(cells: dict[int, list[float]], ref_budgets: list[int], ref_mean
         out["multiplier"].append(multiplier)
         out["multiplier_bound"].append(bound)
         out["multiplier_text"].append({"above": "> ", "below": "<= ", None: ""}[bound] + _times(multiplier))
-    if len(budgets) == 1:
-        out["area"] = means[0]
-    else:
-        logs = np.log10(budgets)
-        out["area"] = float(np.trapezoid(means, logs) / (logs[-1] - logs[0]))
+    out["area"] = _area(budgets, means, *area_span)
     return out
+
+
+def _area(budgets: list[int], means: list[float], low: int, high: int) -> float | None:
+    if low > high:
+        return None
+    logs = np.log10(budgets)
+    if low == high:
+        return float(np.interp(np.log10(low), logs, means))
+    # the curve is linear between budgets, so the trapezoid over its own budgets inside the span is exact
+    points = np.log10([low, *(b for b in budgets if low < b < high), high])
+    return float(np.trapezoid(np.interp(points, logs, means), points) / (points[-1] - points[0]))
 
 
 def _times(value: float) -> str:
