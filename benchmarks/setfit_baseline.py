@@ -4,7 +4,7 @@ For each (examples per class, seed) it trains SetFit on the same labeled example
 see (`pipelines.data.stratified_indices`, so the `labeled_subset` hashes match results.jsonl) from
 the recipe's `sweep.checkpoint`, and scores it on the sweep's test split. The body's contrastive
 training is capped at --max-steps (16 by default: on 2 CPU cores a step of 16 pairs of 256-token
-texts takes about 12 s). One JSON line per run on stdout; wall and CPU seconds per run include
+texts took 7-16 s). One JSON line per run on stdout; wall and CPU seconds per run include
 loading the checkpoint and predicting the test split, as a sweep cell's `cell_seconds` does.
 
     pip install -e ".[setfit]"
