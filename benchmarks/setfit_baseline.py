@@ -6,6 +6,7 @@ the recipe's `sweep.checkpoint`, and scores it on the sweep's test split. The bo
 training is capped at --max-steps (16 by default: on 2 CPU cores a step of 16 pairs of 256-token
 texts took 7-16 s). One JSON line per run on stdout; wall and CPU seconds per run include
 loading the checkpoint and predicting the test split, as a sweep cell's `cell_seconds` does.
+(`--output FILE` appends the lines to FILE too; stdout also carries SetFit's training logs.)
 
     pip install -e ".[setfit]"
     python benchmarks/setfit_baseline.py recipes/imdb/checkpoint.yaml [--per-class 8 64] [--seeds 0 1 2]
@@ -40,6 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", help="default: the recipe's sweep.seeds")
     parser.add_argument("--max-steps", type=int, default=16, help="body training steps (contrastive pairs)")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--output", help="also append the JSON lines to this file (stdout carries SetFit's logs too)")
     args = parser.parse_args(argv)
     try:
         from setfit import SetFitModel, Trainer, TrainingArguments
@@ -71,13 +73,17 @@ def main(argv: list[str] | None = None) -> None:
             train_wall = time.time() - wall
             predicted = model.predict(list(test["text"]), as_numpy=True)
             scores = metrics.compute(predictions=predicted.tolist(), references=list(test["label"]))
-            print(json.dumps({
+            row = json.dumps({
                 "arm": "setfit", "checkpoint": sweep.checkpoint, "examples_per_class": per_class, "seed": seed,
                 "labeled_subset": hashlib.sha256(json.dumps(indices).encode()).hexdigest()[:12],
                 "accuracy": scores["accuracy"], "f1_macro": scores["f1_macro"], "test_examples": len(test),
                 "max_steps": args.max_steps, "train_seconds": round(train_wall, 2),
                 "cell_seconds": round(time.time() - wall, 2), "cell_cpu_seconds": round(time.process_time() - cpu, 2),
-            }), flush=True)
+            })
+            print(row, flush=True)
+            if args.output:
+                with open(args.output, "a") as out:
+                    out.write(row + "\n")
 
 
 if __name__ == "__main__":
