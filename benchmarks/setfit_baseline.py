@@ -15,15 +15,12 @@ loading the checkpoint and predicting the test split, as a sweep cell's `cell_se
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
 import tempfile
 import time
 from dataclasses import replace
-
-import numpy as np
 
 # SetFit asks the Hub for dataset metadata while training; offline that costs ~25 s of retries per run.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -32,6 +29,7 @@ from pipelines.backbones import resolve_checkpoint  # noqa: E402
 from pipelines.config import load_recipe  # noqa: E402
 from pipelines.data import classification_splits, stratified_indices  # noqa: E402
 from pipelines.metrics import classification_metrics  # noqa: E402
+from pipelines.sweep import labeled_subset_id  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -75,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
             scores = metrics.compute(predictions=predicted.tolist(), references=list(test["label"]))
             row = json.dumps({
                 "arm": "setfit", "checkpoint": sweep.checkpoint, "examples_per_class": per_class, "seed": seed,
-                "labeled_subset": hashlib.sha256(json.dumps(indices).encode()).hexdigest()[:12],
+                "labeled_subset": labeled_subset_id(indices),
                 "accuracy": scores["accuracy"], "f1_macro": scores["f1_macro"], "test_examples": len(test),
                 "max_steps": args.max_steps, "train_seconds": round(train_wall, 2),
                 "cell_seconds": round(time.time() - wall, 2), "cell_cpu_seconds": round(time.process_time() - cpu, 2),

@@ -288,6 +288,12 @@ def append_result(path: Path, row: dict) -> None:
         os.close(fd)
 
 
+def labeled_subset_id(indices: list[int]) -> str:
+    """A short hash of which labeled examples a cell trained on: equal across arms (and the SetFit
+    baseline) for a (budget, seed), so pairing can be checked in results.jsonl."""
+    return hashlib.sha256(json.dumps(indices).encode()).hexdigest()[:12]
+
+
 def cell_key(arm: str, fingerprint: str, per_class: int, seed: int, test_examples) -> tuple:
     return (arm, fingerprint, per_class, seed, test_examples)
 
@@ -318,7 +324,7 @@ class CellRunner:
         return {"arm": self.arm.name, "method": self.arm.method, "arm_fingerprint": self.arm.fingerprint,
                 "examples_per_class": per_class, "train_examples": len(indices), "seed": seed,
                 # Which labeled examples: equal across arms for a (budget, seed), so pairing is checkable.
-                "labeled_subset": hashlib.sha256(json.dumps(indices).encode()).hexdigest()[:12],
+                "labeled_subset": labeled_subset_id(indices),
                 "accuracy": scores["accuracy"], "f1_macro": scores["f1_macro"], "test_examples": len(self.test),
                 "train_seconds": round(train_seconds, 2), "cell_seconds": round(time.time() - started, 2), **training}
 
