@@ -283,7 +283,7 @@ def _check(loaded: LoadedRecipe) -> None:
             raise RecipeError(f"{path}: run.stages names '{name}' but the recipe has no '{name}' section")
     if len(set(stages)) != len(stages):
         raise RecipeError(f"{path}: run.stages: a stage is listed twice")
-    outputs = {getattr(recipe, name).output_dir for name in stages}
+    outputs = {os.path.normpath(getattr(recipe, name).output_dir) for name in stages}
     for name in stages:
         stage = getattr(recipe, name)
         if hasattr(stage, "training"):
@@ -299,7 +299,7 @@ def _check(loaded: LoadedRecipe) -> None:
                     raise RecipeError(f"{path}: {name}.model.checkpoint: required for backbone 'checkpoint'")
             for key, value in (("init_from", stage.init_from), ("model.tokenizer", stage.model.tokenizer),
                                ("model.checkpoint", stage.model.checkpoint)):
-                if value is not None and value not in outputs:
+                if value is not None and os.path.normpath(value) not in outputs:
                     _check_local_path(path, f"{name}.{key}", value)
         if isinstance(stage, LMStage):
             _check_choice(path, f"{name}.objective", stage.objective, ("auto", "causal", "masked"))

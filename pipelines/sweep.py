@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 from accelerate import PartialState
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 from transformers import set_seed
 
@@ -135,7 +135,7 @@ def build_arm(base: LoadedRecipe, name: str) -> Arm:
         if not same:
             moved[stage] = f"{base.config.sweep.output_dir}/stages/{stage}-{keys[-1]}"
     for stage, folder in moved.items():
-        merged[stage].output_dir = folder
+        _move_stage(merged, stage, folder, first.resolved[stage]["output_dir"])
     merged.run.stages = needed
     recipe = build_recipe(merged, where)
     # Equal sections can still chain to other fingerprints (the recipe runs a stage first that this
@@ -144,12 +144,31 @@ def build_arm(base: LoadedRecipe, name: str) -> Arm:
     stale = [s for s in needed if s not in moved and fingerprints[s] != base_fingerprints.get(s)]
     if stale:
         for stage in needed[needed.index(stale[0]):]:
-            merged[stage].output_dir = f"{base.config.sweep.output_dir}/stages/{stage}-{keys[needed.index(stage)]}"
+            _move_stage(merged, stage, f"{base.config.sweep.output_dir}/stages/{stage}-{keys[needed.index(stage)]}",
+                        recipe.resolved[stage]["output_dir"])
         recipe = build_recipe(merged, where)
     blob = json.dumps({"method": definition.method, "classify": _what_cells_use(definition.method, recipe),
                        "lm": recipe.fingerprints()}, sort_keys=True, default=str)
     return Arm(name, definition.method, definition.description, recipe,
                hashlib.sha256(blob.encode()).hexdigest()[:16], definition.max_examples_per_class)
+
+
+def _move_stage(merged, stage: str, folder: str, old_folder: str) -> None:
+    """Give an arm's LM stage another output folder. `${stage.output_dir}` references follow it by
+    themselves; a later section naming the old folder as a literal path is pointed at the new one
+    too, or the arm's classifier would read the recipe's LM instead of its own."""
+    merged[stage].output_dir = folder
+    for later in STAGE_KINDS[STAGE_KINDS.index(stage) + 1:]:
+        section = merged.get(later)
+        if section is None:
+            continue
+        model = section.get("model")
+        for parent, key in ((section, "init_from"), (model, "tokenizer"), (model, "checkpoint")):
+            if not isinstance(parent, DictConfig):
+                continue
+            value = OmegaConf.to_container(parent, resolve=False).get(key)
+            if isinstance(value, str) and "${" not in value and os.path.normpath(value) == os.path.normpath(old_folder):
+                parent[key] = folder
 
 
 def _what_cells_use(method: str, recipe: LoadedRecipe) -> dict:
@@ -169,12 +188,13 @@ def _needed_stages(recipe: LoadedRecipe) -> list[str]:
     references from the classify section down."""
     def references(section):
         model = section.get("model") or {}
-        return {section.get("init_from"), model.get("tokenizer"), model.get("checkpoint")} - {None}
+        return {os.path.normpath(p) for p in (section.get("init_from"), model.get("tokenizer"),
+                                              model.get("checkpoint")) if p is not None}
 
     wanted, needed = references(recipe.resolved["classify"]), []
     for stage in reversed(LM_STAGES):
         section = recipe.resolved.get(stage)
-        if section is not None and section["output_dir"] in wanted:
+        if section is not None and os.path.normpath(section["output_dir"]) in wanted:
             needed.insert(0, stage)
             wanted |= references(section)
     return needed

@@ -210,6 +210,26 @@ def test_a_stage_is_moved_when_the_recipe_chains_it_differently(tmp_path, topic_
     assert arm.classify.init_from.startswith(f"{tmp_path}/run/sweep/stages/pretrain-")
 
 
+def test_literal_paths_to_a_moved_stage_follow_it(tmp_path, topic_data):
+    # The recipe chains its stages by literal folders, not ${...}: an arm that changes pre-training
+    # must still fine-tune and classify from its own pre-trained LM, not the recipe's.
+    out = tmp_path / "run"
+    raw = sweep_recipe(topic_data, out, arms=["scratch", "warm", "plain"], arm_definitions={
+        "warm": {"recipe": {"pretrain": {"training": {"learning_rate": 3.0e-3}}}},
+        "plain": {"recipe": {"classify": {"training": {"learning_rate": 1.0e-4}}}}})
+    raw["lm_finetune"]["init_from"] = f"{out}/pretrain/"
+    raw["classify"]["init_from"] = f"{out}/lm_finetune"
+    recipe = load(tmp_path, raw)
+    arm = build_arm(recipe, "warm").recipe.config
+    assert arm.pretrain.output_dir.startswith(f"{out}/sweep/stages/pretrain-")
+    assert arm.lm_finetune.init_from == arm.pretrain.output_dir
+    assert arm.lm_finetune.output_dir.startswith(f"{out}/sweep/stages/lm_finetune-")
+    assert arm.classify.init_from == arm.lm_finetune.output_dir
+    # An arm that leaves the LM stages alone keeps the recipe's literal folders.
+    plain = build_arm(recipe, "plain").recipe.config
+    assert plain.classify.init_from == f"{out}/lm_finetune" and plain.run.stages == ["tokenizer", "pretrain", "lm_finetune"]
+
+
 def test_a_damaged_results_line_is_named(tmp_path):
     path = tmp_path / "r.jsonl"
     append_result(path, {"a": 1})
