@@ -22,6 +22,8 @@ import tempfile
 import time
 from dataclasses import replace
 
+import numpy as np
+
 # SetFit asks the Hub for dataset metadata while training; offline that costs ~25 s of retries per run.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -53,8 +55,15 @@ def main(argv: list[str] | None = None) -> None:
     per_class_budgets = args.per_class or sweep.examples_per_class
     if not per_class_budgets:
         sys.exit(f"{args.recipe}: the sweep gives totals, not examples per class: pass --per-class")
+    if args.output and os.path.basename(args.output) == "results.jsonl":
+        sys.exit(f"--output {args.output}: that is a sweep's own file, whose rows SetFit's do not match; "
+                 "write to another file")
     data = replace(config.classify.data, max_test_examples=sweep.test_examples)
-    train, test, _ = classification_splits(data, None, config.run.seed)  # the sweep's own test split
+    train, test, label_names = classification_splits(data, None, config.run.seed)  # the sweep's own test split
+    counts = np.bincount(np.asarray(train["label"]), minlength=len(label_names))
+    if max(per_class_budgets) > counts.min():
+        # stratified_indices would quietly take fewer, and the runs would not pair with the sweep's
+        sys.exit(f"{max(per_class_budgets)} examples per class, but the smallest class has {counts.min()}")
     checkpoint = resolve_checkpoint(sweep.checkpoint)
     metrics = classification_metrics()
 

@@ -61,16 +61,15 @@ def arm_definition(name: str, recipe: LoadedRecipe, seen: tuple[str, ...] = ()) 
     based_on = (own.based_on if own is not None and own.based_on else None) or (builtin.based_on if builtin else None)
     start = arm_definition(based_on, recipe, seen + (name,)) if based_on else ArmSection()
     fragment = OmegaConf.create(start.recipe)
-    method, description = start.method, start.description
+    method, description, cap = start.method, start.description, start.max_examples_per_class
     for layer in layers:
         fragment = OmegaConf.merge(fragment, OmegaConf.create(layer.recipe))
         method = layer.method or method
         description = layer.description or description
+        cap = cap if layer.max_examples_per_class is None else layer.max_examples_per_class
     method = method or "finetune"
     if method not in ARM_METHODS:
         raise RecipeError(f"{recipe.path}: sweep arm '{name}': method '{method}' is not one of {', '.join(ARM_METHODS)}")
-    cap = (own.max_examples_per_class if own is not None and own.max_examples_per_class is not None
-           else start.max_examples_per_class)
     return ArmSection(method=method, description=description, max_examples_per_class=cap,
                       recipe=OmegaConf.to_container(fragment, resolve=False))
 
@@ -214,11 +213,16 @@ class Plan:
     def output_dir(self) -> Path:
         return Path(self.recipe.config.sweep.output_dir)
 
-    def cells(self, budgets: list[int]) -> list[tuple[int, int, str]]:
-        """(examples per class, seed, arm), small budgets first."""
+    def curve_cells(self, budgets: list[int]) -> list[tuple[int, int, str]]:
+        """(examples per class, seed, arm) of the learning curves: the sweep's arms at its budgets."""
         sweep = self.recipe.config.sweep
-        cells = [(b, seed, arm) for b in budgets for seed in sweep.seeds for arm in sweep.arms
-                 if self.arms[arm].max_examples_per_class is None or b <= self.arms[arm].max_examples_per_class]
+        return [(b, seed, arm) for b in budgets for seed in sweep.seeds for arm in sweep.arms
+                if self.arms[arm].max_examples_per_class is None or b <= self.arms[arm].max_examples_per_class]
+
+    def cells(self, budgets: list[int]) -> list[tuple[int, int, str]]:
+        """Every cell to run, the ablation tables' included, small budgets first."""
+        sweep = self.recipe.config.sweep
+        cells = self.curve_cells(budgets)
         if self.ablation_arms:
             b = sweep.ablation_examples_per_class
             cells += [(b, seed, arm) for seed in sweep.seeds for arm in self.ablation_arms]
@@ -235,8 +239,8 @@ def plan_sweep(recipe: LoadedRecipe) -> Plan:
         raise RecipeError(f"{where}: give the label budgets as exactly one of examples_per_class or total_examples")
     if not sweep.arms or len(set(sweep.arms)) != len(sweep.arms):
         raise RecipeError(f"{where}.arms: list each arm once (at least one)")
-    if not sweep.seeds or len(set(sweep.seeds)) != len(sweep.seeds):
-        raise RecipeError(f"{where}.seeds: list each seed once (at least one)")
+    if not sweep.seeds or len(set(sweep.seeds)) != len(sweep.seeds) or min(sweep.seeds) < 0:
+        raise RecipeError(f"{where}.seeds: list each seed once (at least one; seeds are non-negative)")
     budgets = sweep.examples_per_class or sweep.total_examples
     if any(b < 1 for b in budgets) or len(set(budgets)) != len(budgets):
         raise RecipeError(f"{where}: label budgets must be distinct positive numbers (got {budgets})")
@@ -438,9 +442,10 @@ def run_sweep(recipe: LoadedRecipe, command: str | None = None) -> dict:
         train, test, label_names = classification_splits(data, None, recipe.config.run.seed)
     budgets = per_class_budgets(plan, len(label_names))
     cells = plan.cells(budgets)
-    if not any(arm == sweep.reference for _, _, arm in cells):
-        raise RecipeError(f"{recipe.path}: sweep: the reference arm '{sweep.reference}' has no cells "
-                          f"(its max_examples_per_class is below every budget {budgets})")
+    on_curves = {arm for _, _, arm in plan.curve_cells(budgets)}
+    if set(sweep.arms) - on_curves:
+        raise RecipeError(f"{recipe.path}: sweep: arm(s) {', '.join(a for a in sweep.arms if a not in on_curves)} "
+                          f"would have no cells: max_examples_per_class is below every budget {budgets} per class")
     largest = max(c[0] for c in cells)
     counts = np.bincount(np.asarray(train["label"]), minlength=len(label_names))
     short = [f"{label_names[i]} ({c})" for i, c in enumerate(counts) if c < largest]
@@ -486,9 +491,10 @@ def run_sweep(recipe: LoadedRecipe, command: str | None = None) -> dict:
     # 5. report from every current cell (this run's and earlier runs')
     def report() -> dict:
         shutil.rmtree(out / "work", ignore_errors=True)
-        current = [r for r in read_results(results_path) if _row_key(r) in planned]
+        # The latest row of each planned cell (two runs at once could have written one twice).
+        current = list({_row_key(r): r for r in read_results(results_path) if _row_key(r) in planned}.values())
         # A run that only re-reports has no wall time worth printing.
-        efficiency = write_sweep_report(plan, current, len(label_names), command,
+        efficiency = write_sweep_report(plan, current, budgets, len(label_names), command,
                                         time.time() - started if pending else None)
         say_on_main(state, f"sweep report: {out / 'summary.md'}, {out / 'curve.png'}")
         return efficiency
@@ -498,13 +504,16 @@ def run_sweep(recipe: LoadedRecipe, command: str | None = None) -> dict:
     return efficiency
 
 
-def write_sweep_report(plan: Plan, rows: list[dict], num_classes: int, command: str | None,
+def write_sweep_report(plan: Plan, rows: list[dict], budgets: list[int], num_classes: int, command: str | None,
                        wall_seconds: float | None) -> dict:
     from .metrics.label_efficiency import LabelEfficiency
     from .sweep_report import write_atomically, write_report
 
     sweep = plan.recipe.config.sweep
-    main = [r for r in rows if r["arm"] in sweep.arms]
+    # Learning curves from the sweep's budgets only: an ablation cell at another budget would add a
+    # point to some arms' curves (the reference's included) and not to others.
+    on_curves = set(plan.curve_cells(budgets))
+    main = [r for r in rows if (r["examples_per_class"], r["seed"], r["arm"]) in on_curves]
     efficiency = LabelEfficiency().compute(arms=[r["arm"] for r in main], budgets=[r["train_examples"] for r in main],
                                            accuracies=[r["accuracy"] for r in main], reference=sweep.reference)
     text = json.dumps(efficiency, indent=2)

@@ -151,8 +151,9 @@ def summary_markdown(rows: Sequence[Mapping], efficiency: Mapping | None, title:
         lines += ["Command:", "", "```sh", command, "```", ""]
     if wall_seconds is not None:
         lines += [f"Wall time of this run of the command: {format_duration(wall_seconds)}", ""]
-    # A resumed sweep's wall time covers only what was left, so the whole cost is given too.
-    cell_seconds = sum(row.get("cell_seconds") or 0 for row in rows)
+    # A resumed sweep's wall time covers only what was left, so the whole cost is given too (the
+    # cells run only for the ablation tables included).
+    cell_seconds = sum(row.get("cell_seconds") or 0 for row in _latest_cells([*rows, *(ablation_rows or [])]))
     if lm_seconds is not None:
         lines += [f"Language-model stages (each built once, shared by the arms that use it): "
                   f"{format_duration(lm_seconds)}", ""]

@@ -42,7 +42,7 @@ def test_below_the_reference_smallest_budget_is_an_upper_bound():
 def test_flat_reference():
     flat = {10: 0.6, 100: 0.6, 1000: 0.6}
     at = compute({50: 0.6}, flat)["arms"]["ulmfit"]
-    assert at["multiplier_bound"] == ["below"] and at["reference_labels"] == [10.0]
+    assert at["multiplier_bound"] == [None] and at["reference_labels"] == [10.0] and at["multiplier"] == [0.2]
     above = compute({50: 0.61}, flat)["arms"]["ulmfit"]
     assert above["multiplier_bound"] == ["above"] and above["multiplier"] == pytest.approx([1000 / 50])
 
@@ -54,9 +54,20 @@ def test_noisy_reference_uses_the_first_crossing():
     assert result["multiplier_bound"] == [None]
 
 
+def test_a_dip_in_the_reference_is_read_through_its_running_maximum():
+    # 0.65 lies between 0.6 (reached at 10 labels, then a dip to 0.5 at 100) and 0.9 at 1,000: the
+    # reference already had 0.6 at 100 labels, so interpolate from (100, 0.6), not from (100, 0.5).
+    dip = {10: 0.6, 100: 0.5, 1000: 0.9}
+    result = compute({10: 0.65}, dip)["arms"]["ulmfit"]
+    assert result["reference_labels"][0] == pytest.approx(100 * 10 ** (0.05 / 0.3))
+    # its own dip reads as reached earlier: the reference needs at most 10 labels for 0.5
+    assert compute({}, dip)["arms"]["scratch"]["multiplier_text"] == ["1.0x", "<= 0.1x", "1.0x"]
+
+
 def test_reference_against_itself_is_one_where_its_curve_rises():
     result = compute({})["arms"]["scratch"]
-    assert result["multiplier"][1:] == pytest.approx([1.0, 1.0])
+    assert result["multiplier"] == pytest.approx([1.0, 1.0, 1.0])
+    assert result["multiplier_bound"] == [None, None, None] and result["multiplier_text"] == ["1.0x"] * 3
 
 
 def test_mean_and_std_over_seeds():

@@ -9,7 +9,7 @@ from conftest import tiny_recipe, write_recipe
 
 from pipelines.config import load_recipe
 from pipelines.errors import DataError, RecipeError
-from pipelines.sweep import append_result, build_arm, plan_sweep, read_results, run_sweep
+from pipelines.sweep import append_result, build_arm, plan_sweep, read_results, run_sweep, write_sweep_report
 
 ARMS = ["scratch", "pretrained", "tfidf_lr", "frozen_probe"]
 
@@ -83,13 +83,12 @@ def test_rerun_skips_finished_cells_and_redoes_a_lost_one(swept, capsys):
 def test_a_changed_arm_reruns_only_its_cells(swept, capsys):
     recipe = load(swept["root"], sweep_recipe(swept["recipe"].config.data.path, swept["root"] / "run",
                                               arm_definitions={"frozen_probe": {"recipe": {"classify": {"pooling": "mean"}}}}))
-    run_sweep(recipe)
+    efficiency = run_sweep(recipe)
     assert "12 already in" in capsys.readouterr().out
     rows = read_results(swept["out"] / "results.jsonl")
-    assert len(rows) == 20  # the old frozen_probe rows stay in the file but are not reported
-    assert {r["method"] for r in rows if r["arm"] == "frozen_probe"} == {"probe"}  # tuned, still a probe
-    summary = (swept["out"] / "summary.md").read_text()
-    assert summary.count("| frozen_probe |") >= 1
+    assert len(rows) == 20 and {r["method"] for r in rows if r["arm"] == "frozen_probe"} == {"probe"}
+    # The old frozen_probe rows stay in the file but are not reported: two seeds per budget, not four.
+    assert efficiency["arms"]["frozen_probe"]["seeds"] == [2, 2]
 
 
 def test_arms_share_identical_lm_stages_and_move_changed_ones(tmp_path, topic_data):
@@ -128,6 +127,7 @@ def test_recipe_defines_new_arms_on_top_of_builtin_ones(tmp_path, topic_data):
     ({"reference": "ulmfit"}, "reference: 'ulmfit' is not one of the sweep's arms"),
     ({"total_examples": [6]}, "exactly one of examples_per_class or total_examples"),
     ({"examples_per_class": [2, 2]}, "distinct positive"),
+    ({"seeds": [0, -1]}, "seeds are non-negative"),
     ({"arms": ["scratch", "ulmfit_semi"]}, "ulmfit_semi needs unlabeled text"),
     ({"ablations": [{"title": "t", "rows": {"Full": "clf_full"}}]}, "ablation_examples_per_class: required"),
     ({"arm_definitions": {"bad": {"recipe": {"classify": {"data": {"path": "other/dataset"}}}}}, "arms": ["scratch", "bad"]},
@@ -148,6 +148,30 @@ def test_budget_above_the_smallest_class_fails_before_training(tmp_path, topic_d
     with pytest.raises(DataError, match="41 examples per class.*fewer examples of"):
         run_sweep(recipe)
     assert not (tmp_path / "run" / "tokenizer").exists()
+
+
+def test_an_arm_capped_below_every_budget_fails_before_training(tmp_path, topic_data):
+    recipe = load(tmp_path, sweep_recipe(topic_data, tmp_path / "run", examples_per_class=[2, 4],
+                                         arm_definitions={"pretrained": {"max_examples_per_class": 1}}))
+    with pytest.raises(RecipeError, match="pretrained would have no cells"):
+        run_sweep(recipe)
+    assert not (tmp_path / "run" / "tokenizer").exists()
+
+
+def test_ablation_cells_at_another_budget_stay_off_the_learning_curves(tmp_path, topic_data):
+    recipe = load(tmp_path, sweep_recipe(topic_data, tmp_path / "run", ablation_examples_per_class=2, ablations=[
+        {"title": "Classifier fine-tuning", "rows": {"From scratch": "scratch", "Last layer": "clf_last"}}]))
+    plan = plan_sweep(recipe)
+    accuracy = {("scratch", 1): 0.4, ("scratch", 4): 0.8, ("scratch", 2): 0.9, ("clf_last", 2): 0.7}
+    rows = [{"arm": arm, "arm_fingerprint": "f", "examples_per_class": b, "train_examples": 3 * b, "seed": seed,
+             "accuracy": accuracy[(arm, b)] + 0.01 * seed, "f1_macro": 0.5, "cell_seconds": 10.0}
+            for arm, b in accuracy for seed in (0, 1)]
+    plan.output_dir.mkdir(parents=True)
+    efficiency = write_sweep_report(plan, rows, [1, 4], 3, None, None)
+    assert efficiency["arms"]["scratch"]["budgets"] == [3, 12] and set(efficiency["arms"]) == {"scratch"}
+    summary = (plan.output_dir / "summary.md").read_text()
+    assert "| Last layer | clf_last | 70.5 ± 0.7 |" in summary and "| From scratch | scratch | 90.5 ± 0.7 |" in summary
+    assert "Cells, summed: 1 min 20 s" in summary  # every cell's cost, the ablation-only ones too
 
 
 def test_total_budgets_split_equally_over_classes(tmp_path, topic_data):

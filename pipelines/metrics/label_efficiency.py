@@ -4,11 +4,12 @@ Input: one entry per sweep cell (arm, number of labeled training examples, test 
 For each arm and budget n, with a = the arm's mean accuracy over seeds at n:
 
 - reference labels m: how many labels the reference arm needs to reach a. The reference's
-  learning curve is its mean accuracy per budget, (n_1, r_1) ... (n_k, r_k) by budget; m is found at
-  the first budget i with r_i >= a, interpolating linearly in log(budget) between (n_{i-1}, r_{i-1})
-  and (n_i, r_i). Taking the first crossing equals reading a noisy curve through its running maximum.
-  If a <= r_1, m = n_1 is an upper bound ("below": the reference needs at most its smallest budget);
-  if no r_i reaches a, m is unknown and n_k is a lower bound ("above").
+  learning curve is its mean accuracy per budget, (n_1, r_1) ... (n_k, r_k) by budget, read through
+  its running maximum R_i = max(r_1..r_i) (a dip in a noisy curve does not make the reference need
+  more labels than it already did); m is found at the first budget i with R_i >= a, interpolating
+  linearly in log(budget) between (n_{i-1}, R_{i-1}) and (n_i, R_i).
+  If a = r_1, m = n_1; if a < r_1, m = n_1 is an upper bound ("below": the reference needs at most
+  its smallest budget); if no r_i reaches a, m is unknown and n_k is a lower bound ("above").
 - data multiplier: m / n ("12.3x", "> 20x", "<= 0.5x").
 - area: the area under mean accuracy over log10(budget) (linear between budgets), divided by the
   log10 span: a mean accuracy in [0, 1] over the log-budget axis. Every arm is integrated over the
@@ -64,11 +65,12 @@ class LabelEfficiency(evaluate.Metric):
 def reference_labels(accuracy: float, ref_budgets: list[int], ref_means: list[float]) -> tuple[float | None, str | None]:
     """(labels the reference needs to reach `accuracy`, bound): bound "below" means at most that
     many, "above" means more than its largest budget (labels None)."""
-    for i, (budget, mean) in enumerate(zip(ref_budgets, ref_means)):
+    best = np.maximum.accumulate(ref_means)
+    for i, (budget, mean) in enumerate(zip(ref_budgets, best)):
         if mean >= accuracy:
             if i == 0:
-                return float(budget), "below"
-            lo_budget, lo_mean = ref_budgets[i - 1], ref_means[i - 1]
+                return float(budget), "below" if mean > accuracy else None
+            lo_budget, lo_mean = ref_budgets[i - 1], best[i - 1]
             fraction = (accuracy - lo_mean) / (mean - lo_mean)
             return math.exp(math.log(lo_budget) + fraction * (math.log(budget) - math.log(lo_budget))), None
     return None, "above"
