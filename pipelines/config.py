@@ -178,6 +178,17 @@ class SweepSection:
 
 
 @dataclass
+class CardSection:
+    """What a model card needs that no output can tell (the Hub's metadata fields)."""
+
+    # The weights' license (a Hub license id, e.g. mit, apache-2.0); None: left out of the card.
+    # The training data's terms may constrain it.
+    license: Optional[str] = None
+    language: List[str] = field(default_factory=lambda: ["en"])
+    tags: List[str] = field(default_factory=list)  # added to ulmfit, lm-transfer and the backbone
+
+
+@dataclass
 class RunSection:
     name: str = MISSING
     output_dir: str = MISSING
@@ -196,6 +207,8 @@ class Recipe:
     classify: Optional[ClassifyStage] = None
     # Label-efficiency sweep (lm-transfer sweep): arms x budgets x seeds.
     sweep: Optional[SweepSection] = None
+    # Model-card metadata for every stage's folder (README.md).
+    card: CardSection = field(default_factory=CardSection)
 
 
 @dataclass

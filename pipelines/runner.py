@@ -4,6 +4,7 @@ stage's output atomically (a crashed stage leaves no output folder), print the s
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -15,10 +16,11 @@ from omegaconf import OmegaConf
 from transformers import set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
+from . import __version__
 from .config import LoadedRecipe
 from .errors import RecipeError
 
-STAMP = "lm_transfer.json"
+METRICS = "metrics.json"  # also the cache key: the config fingerprint that built the folder
 
 
 @dataclass
@@ -67,10 +69,10 @@ class StageContext:
 
 
 def stage_is_current(output_dir: Path, fingerprint: str) -> bool:
-    stamp = output_dir / STAMP
-    if not stamp.exists():
+    record = output_dir / METRICS
+    if not record.exists():
         return False
-    return json.loads(stamp.read_text()).get("fingerprint") == fingerprint
+    return json.loads(record.read_text()).get("lm_transfer", {}).get("config_fingerprint") == fingerprint
 
 
 def _stage_module(name: str):
@@ -99,7 +101,7 @@ def run_recipe(recipe: LoadedRecipe, only: str | None = None, force: bool = Fals
             continue
         if not force and stage_is_current(ctx.output_dir, ctx.fingerprint):
             say_on_main(state, f"[{name}] up to date in {ctx.output_dir} (config {ctx.fingerprint}); skipped")
-            results[name] = json.loads((ctx.output_dir / "metrics.json").read_text())
+            results[name] = json.loads((ctx.output_dir / METRICS).read_text())
             continue
         say_on_main(state, f"[{name}] running -> {ctx.output_dir}")
         results[name] = _run_stage(ctx)
@@ -121,17 +123,33 @@ def _run_stage(ctx: StageContext) -> dict:
             shutil.rmtree(ctx.partial_dir, ignore_errors=True)
         raise
     metrics["stage_wall_seconds"] = round(time.time() - started, 1)
+    metrics["hardware"] = describe_hardware(state)
+    # Provenance, and what tells a later run this folder is current (the folder holds nothing that
+    # would not go to the Hub, so no separate stamp file).
+    metrics["lm_transfer"] = {"stage": ctx.name, "config_fingerprint": ctx.fingerprint, "recipe": ctx.recipe.path,
+                              "version": __version__}
     if state.is_main_process:
-        (ctx.partial_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        (ctx.partial_dir / METRICS).write_text(json.dumps(metrics, indent=2, sort_keys=True))
         (ctx.partial_dir / "recipe.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(ctx.recipe.resolved)))
-        (ctx.partial_dir / STAMP).write_text(json.dumps(
-            {"stage": ctx.name, "fingerprint": ctx.fingerprint, "recipe": ctx.recipe.path,
-             "config": ctx.recipe.resolved[ctx.name]}, indent=2, default=str))
+        if ctx.name != "tokenizer":  # a model: its folder gets the card the Hub shows
+            from .cards import write_card  # matplotlib (through the report helpers): only when needed
+
+            write_card(ctx.partial_dir, ctx.name, ctx.recipe.path, ctx.recipe.resolved,
+                       ctx.recipe.resolved.get("card", {}), metrics)
         shutil.rmtree(ctx.output_dir, ignore_errors=True)
         ctx.partial_dir.rename(ctx.output_dir)
         shutil.rmtree(ctx.work_dir, ignore_errors=True)
     state.wait_for_everyone()
     return metrics
+
+
+def describe_hardware(state: PartialState) -> str:
+    """What trained the stage, for its card: '1 process on 2 CPU cores' or '4 processes on 4 x H100'."""
+    processes = f"{state.num_processes} process{'es' if state.num_processes > 1 else ''}"
+    if torch.cuda.is_available():
+        return f"{processes} on {torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{processes} on {cores} CPU cores"
 
 
 def say_on_main(state: PartialState, message: str) -> None:

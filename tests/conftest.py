@@ -72,3 +72,16 @@ def tiny_recipe(data: Path, out: Path, backbone: str = "awd_lstm") -> dict:
 def write_recipe(path: Path, recipe: dict) -> Path:
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     return path
+
+
+@pytest.fixture(scope="session")
+def awd_run(tmp_path_factory, topic_data):
+    """A tiny all-stages AWD-LSTM run through the CLI, shared by the tests that read its outputs."""
+    from pipelines.cli import main
+
+    root = tmp_path_factory.mktemp("awd")
+    recipe = tiny_recipe(topic_data, root / "run")
+    recipe["card"] = {"license": "mit", "tags": ["topics"]}
+    recipe = write_recipe(root / "recipe.yaml", recipe)
+    assert main(["run", str(recipe)]) == 0
+    return root, recipe

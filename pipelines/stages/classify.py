@@ -47,7 +47,8 @@ def run(ctx) -> dict:
                "labels": label_names, "examples_per_class": cfg.examples_per_class}
     # 5. save the (LoRA-merged) classifier with its tokenizer
     if ctx.state.is_main_process:
-        save_classifier(transferred["model"], tokenizer, label_names, ctx.partial_dir)
+        saved = save_classifier(transferred["model"], tokenizer, label_names, ctx.partial_dir)
+        metrics["parameters"] = sum(p.numel() for p in saved.parameters())  # as saved: LoRA merged
     # 6. the same classifier from random init on the same labels, for comparison
     if cfg.compare_scratch:
         scratch_cfg = dataclasses.replace(cfg, random_init=True, peft=None,
@@ -138,9 +139,11 @@ def _best_epoch(state) -> int | None:
     return next(round(h["epoch"]) for h in state.log_history if h.get("step") == state.best_global_step and "eval_loss" in h)
 
 
-def save_classifier(model, tokenizer, label_names: list[str], folder) -> None:
+def save_classifier(model, tokenizer, label_names: list[str], folder):
+    """Saves the classifier (LoRA merged) and its tokenizer; returns the model as saved."""
     model = merge_lora(model)
     model.config.id2label = dict(enumerate(label_names))
     model.config.label2id = {n: i for i, n in enumerate(label_names)}
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+    return model

@@ -62,8 +62,10 @@ def run(ctx) -> dict:
     before = trainer.evaluate()["eval_loss"] if cfg.init_from else None
     result = trainer.train(resume_from_checkpoint=ctx.resume_checkpoint())
     evaluation = trainer.evaluate()
-    # 6. save (weights, config, tokenizer; no optimizer state)
-    trainer.save_model(str(ctx.partial_dir))
+    # 6. save what goes to the Hub: weights, config, tokenizer (not Trainer's training_args.bin)
+    if ctx.state.is_main_process:
+        trainer.model.save_pretrained(ctx.partial_dir)
+        tokenizer.save_pretrained(ctx.partial_dir)
     tokens_per_block = sum(len(b) for b in blocks["train"]["input_ids"][:1000]) / max(1, min(1000, len(blocks["train"])))
     return {
         "objective": "masked" if masked else "causal",

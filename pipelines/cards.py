@@ -1,0 +1,89 @@
+"""Model cards: every language-model and classifier stage leaves a README.md in its folder, filled
+only from that folder's own outputs (metrics.json, the resolved recipe, config.json) through the
+templates in pipelines/model_cards/ and huggingface_hub's ModelCard, so the folder is what goes to
+the Hub and the model page shows its evaluation (`model-index`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from importlib import resources
+from pathlib import Path
+
+import yaml
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from .sweep_report import format_duration
+
+CARD = "README.md"
+# A Hub repo id ("imdb", "stanfordnlp/imdb"): only these go into the card's metadata, which the Hub
+# links; a local path is named in the text instead.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+ULMFIT_BIBTEX = """@inproceedings{howard-ruder-2018-universal,
+  title = {Universal Language Model Fine-tuning for Text Classification},
+  author = {Howard, Jeremy and Ruder, Sebastian},
+  booktitle = {Proceedings of the 56th Annual Meeting of the Association for Computational Linguistics},
+  year = {2018},
+  url = {https://aclanthology.org/P18-1031}
+}"""
+
+
+def hub_id(path: str | None) -> str | None:
+    """`path` when it names a Hub repo rather than a local folder, else None."""
+    if not path or os.path.exists(path) or not _HUB_ID.match(path):
+        return None
+    return path
+
+
+def write_card(folder: Path, stage: str, recipe_path: str, resolved: dict, card: dict, metrics: dict) -> ModelCard:
+    """Render and save the card of a finished stage's folder. `resolved` is the resolved recipe,
+    `card` its card section, `metrics` what the stage wrote to metrics.json."""
+    section = resolved[stage]
+    config = json.loads((folder / "config.json").read_text())
+    classifier = stage == "classify"
+    body = config.get("backbone") or config  # a transformer classifier nests its body's config
+    backbone = body["model_type"]
+    data = section["data"]
+    dataset = hub_id(data["path"])
+    base = section.get("init_from")
+    if classifier:
+        pipeline_tag, task = "text-classification", "text-classification"
+        results = [("accuracy", "Accuracy", metrics["test_accuracy"], None),
+                   ("f1", "Macro-F1", metrics["test_f1_macro"], {"average": "macro"})]
+        split = data.get("test_split") or "test"
+    else:
+        masked = metrics.get("objective") == "masked"
+        pipeline_tag = task = "fill-mask" if masked else "text-generation"
+        results = [("perplexity", "Perplexity", metrics["eval_perplexity"], None)]
+        split = data.get("validation_split") or f"{data['train_split']} (held-out {data['validation_fraction']:.0%})"
+    eval_results = [
+        EvalResult(task_type=task, dataset_type=dataset or os.path.basename(os.path.normpath(data["path"])),
+                   dataset_name=data["path"], dataset_config=data.get("name"), dataset_split=split,
+                   metric_type=metric, metric_name=name, metric_value=value, metric_args=args)
+        for metric, name, value, args in results
+    ]
+    tags = list(dict.fromkeys(["ulmfit", "lm-transfer", *([pipeline_tag] if classifier else []), backbone,
+                               *card.get("tags", [])]))
+    model_name = f"{resolved['run']['name']}-{stage.replace('_', '-')}"
+    card_data = ModelCardData(
+        model_name=model_name,
+        license=card.get("license"), language=card.get("language") or None, library_name="transformers",
+        pipeline_tag=pipeline_tag, tags=tags, datasets=[dataset] if dataset else None,
+        base_model=hub_id(base), eval_results=eval_results)
+    template = resources.files("pipelines") / "model_cards" / ("classifier.md" if classifier else "language_model.md")
+    training = section.get("training", {})
+    rendered = ModelCard.from_template(
+        card_data, template_str=template.read_text(), model_name=model_name,
+        stage=stage, recipe_path=recipe_path, backbone=backbone, config=config, metrics=metrics,
+        parameters=metrics["parameters"], vocab_size=body.get("vocab_size"), data=data, base_model=base,
+        context_length=section.get("max_length") if classifier else section.get("block_size"),
+        training=training, stage_yaml=yaml.safe_dump({stage: section}, sort_keys=False).rstrip(),
+        wall_time=format_duration(wall) if (wall := metrics.get("stage_wall_seconds")) else None,
+        hardware=metrics.get("hardware"),
+        needs_package=classifier or backbone == "awd_lstm", ulmfit_bibtex=ULMFIT_BIBTEX)
+    rendered.save(folder / CARD)
+    return rendered
+

@@ -1,0 +1,68 @@
+"""Model cards: every model folder's README.md carries Hub metadata that reads back with
+ModelCard.load, a model-index equal to metrics.json, and sections filled from the run's outputs."""
+
+import json
+import re
+
+import pytest
+import yaml
+from huggingface_hub import ModelCard
+from transformers import AutoModelForSequenceClassification
+
+from pipelines.cards import hub_id
+
+
+def _card_and_metrics(folder):
+    return ModelCard.load(folder / "README.md"), json.loads((folder / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "lm_finetune", "classifier"])
+def test_card_metadata_reads_back_and_model_index_equals_metrics(awd_run, stage):
+    card, metrics = _card_and_metrics(awd_run[0] / "run" / stage)
+    data = card.data
+    assert data.library_name == "transformers" and data.license == "mit" and data.language == ["en"]
+    assert {"ulmfit", "lm-transfer", "awd_lstm", "topics"} <= set(data.tags)
+    assert data.base_model is None and data.datasets is None  # local folders are not Hub ids
+    scores = {r.metric_type: r.metric_value for r in data.eval_results}
+    if stage == "classifier":
+        assert data.pipeline_tag == "text-classification" and "text-classification" in data.tags
+        assert scores == {"accuracy": metrics["test_accuracy"], "f1": metrics["test_f1_macro"]}
+        assert {r.dataset_split for r in data.eval_results} == {"test"}
+    else:
+        assert data.pipeline_tag == "text-generation"
+        assert scores == {"perplexity": metrics["eval_perplexity"]}
+    recipe = yaml.safe_load((awd_run[0] / "run" / stage / "recipe.yaml").read_text())
+    section = recipe["classify" if stage == "classifier" else stage]
+    assert {r.dataset_name for r in data.eval_results} == {section["data"]["path"]}
+
+
+def test_classifier_card_sections_are_filled_from_the_run(awd_run):
+    folder = awd_run[0] / "run" / "classifier"
+    card, metrics = _card_and_metrics(folder)
+    parameters = sum(p.numel() for p in AutoModelForSequenceClassification.from_pretrained(folder).parameters())
+    patterns = [
+        r"^# [\w-]+-classify$",
+        r"^Labels: food, sport, tech\.$",
+        rf"^\| Parameters \| {parameters:,} \|$",
+        r"^\| Context length \| \d+ tokens \|$",
+        r"^24 examples \(8 per class, stratified, seeded\)\.$",
+        r"^Wall time (\d+\.\d s|\d+ min \d\d s) on 1 process on \d+ CPU cores\.$",
+        r"^\| learning_rate \| [\d.e-]+ \|$",
+        rf"^\| Accuracy \| {100 * metrics['test_accuracy']:.1f} % \|",
+        rf"^\| Macro-F1 \| {100 * metrics['test_f1_macro']:.1f} % \|",
+        r"^## Intended use and limitations$",
+        r"^import pipelines  # noqa: F401",
+        r"^model = AutoModelForSequenceClassification\.from_pretrained",
+        r"^  title = \{Universal Language Model Fine-tuning for Text Classification\},$",
+    ]
+    for pattern in patterns:
+        assert re.search(pattern, card.text, flags=re.MULTILINE), pattern
+    assert "{{" not in card.content and "None" not in card.text  # nothing left unfilled
+
+
+def test_hub_ids_are_told_from_local_paths(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "imdb").mkdir()
+    assert hub_id("stanfordnlp/imdb") == "stanfordnlp/imdb" and hub_id("gpt2") == "gpt2"
+    assert hub_id("imdb") is None  # a local folder of that name wins, as in load_dataset
+    assert hub_id("../shared/data/imdb") is None and hub_id("/data/imdb") is None and hub_id(None) is None
