@@ -12,7 +12,7 @@ PROCESSES   := $(shell awk '/^num_processes:/ {print $$2}' $(ACCELERATE_CONFIG))
 CPU_THREADS ?= $(shell n=$$(( $$(nproc) / $(or $(PROCESSES),1) )); echo $$(( n > 0 ? n : 1 )))
 LAUNCH := $(BIN)/accelerate launch --config_file $(ACCELERATE_CONFIG) --num_cpu_threads_per_process $(CPU_THREADS) -m pipelines
 
-.PHONY: help setup demo test run pretrain finetune classify label-efficiency validate clean
+.PHONY: help setup demo test run pretrain finetune classify label-efficiency publish validate clean
 
 help:
 	@echo "make demo                      ULMFiT on BBC News, offline, a few minutes on a CPU"
@@ -20,6 +20,7 @@ help:
 	@echo "make run RECIPE=... ARGS=...   all stages of a recipe under accelerate launch"
 	@echo "make pretrain|finetune|classify RECIPE=...   one stage"
 	@echo "make label-efficiency RECIPE=... ARGS=...   the recipe's label-efficiency sweep (summary.md, curve.png)"
+	@echo "make publish RUN=<folder> REPO_ID=user/name [PRIVATE=1] [DRY_RUN=1]   upload a model's folder to the Hub"
 	@echo "make validate                  check every recipe without running anything"
 
 $(BIN)/lm-transfer: pyproject.toml
@@ -52,6 +53,10 @@ classify: setup
 
 label-efficiency: setup
 	$(LAUNCH) sweep $(RECIPE) $(ARGS)
+
+publish: setup
+	@test -n "$(RUN)" -a -n "$(REPO_ID)" || { echo "usage: make publish RUN=runs/demo-bbc/classifier REPO_ID=user/name [PRIVATE=1] [DRY_RUN=1]"; exit 2; }
+	$(BIN)/lm-transfer publish $(RUN) --repo-id $(REPO_ID) $(if $(PRIVATE),--private) $(if $(DRY_RUN),--dry-run)
 
 validate: setup
 	$(BIN)/lm-transfer validate recipes/demo/*.yaml recipes/imdb/*.yaml recipes/bbc/*.yaml

@@ -1,5 +1,5 @@
-"""`lm-transfer run RECIPE [key=value ...] [--stage NAME]`, `lm-transfer sweep RECIPE [key=value ...]`
-and `lm-transfer validate RECIPE...`."""
+"""`lm-transfer run RECIPE [key=value ...] [--stage NAME]`, `lm-transfer sweep RECIPE [key=value ...]`,
+`lm-transfer validate RECIPE...` and `lm-transfer publish FOLDER --repo-id USER/NAME`."""
 
 from __future__ import annotations
 
@@ -23,6 +23,11 @@ def _parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check recipes without running anything")
     validate.add_argument("recipes", nargs="+")
     validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    publish = commands.add_parser("publish", help="upload a trained model's folder (with its card) to the Hub")
+    publish.add_argument("folder", help="a stage's output folder, e.g. runs/demo-bbc/classifier")
+    publish.add_argument("--repo-id", required=True, help="the model repo, e.g. your-name/bbc-ulmfit")
+    publish.add_argument("--private", action="store_true", help="create the repo private")
+    publish.add_argument("--dry-run", action="store_true", help="list the files and card metadata; upload nothing")
     return parser
 
 
@@ -33,6 +38,11 @@ def main(argv: list[str] | None = None) -> int:
             return _validate(args.recipes, args.overrides)
         if args.command == "sweep":
             return _sweep(args)
+        if args.command == "publish":
+            from .publish import publish
+
+            print(publish(args.folder, args.repo_id, private=args.private, dry_run=args.dry_run))
+            return 0
         return _run(args)
     except LmTransferError as err:
         print(f"error: {err}", file=sys.stderr)
