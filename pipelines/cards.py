@@ -38,9 +38,11 @@ def hub_id(path: str | None) -> str | None:
     return path
 
 
-def write_card(folder: Path, stage: str, recipe_path: str, resolved: dict, card: dict, metrics: dict) -> ModelCard:
+def write_card(folder: Path, stage: str, recipe_path: str, resolved: dict, card: dict, metrics: dict,
+               label_efficiency: str | None = None) -> ModelCard:
     """Render and save the card of a finished stage's folder. `resolved` is the resolved recipe,
-    `card` its card section, `metrics` what the stage wrote to metrics.json."""
+    `card` its card section, `metrics` what the stage wrote to metrics.json, `label_efficiency`
+    the recipe's sweep tables (Markdown) when the sweep ran, with curve.png in the folder."""
     section = resolved[stage]
     config = json.loads((folder / "config.json").read_text())
     classifier = stage == "classify"
@@ -83,7 +85,8 @@ def write_card(folder: Path, stage: str, recipe_path: str, resolved: dict, card:
         training=training, stage_yaml=yaml.safe_dump({stage: section}, sort_keys=False).rstrip(),
         wall_time=format_duration(wall) if (wall := metrics.get("stage_wall_seconds")) else None,
         hardware=metrics.get("hardware"),
-        needs_package=classifier or backbone == "awd_lstm", ulmfit_bibtex=ULMFIT_BIBTEX)
+        needs_package=classifier or backbone == "awd_lstm", ulmfit_bibtex=ULMFIT_BIBTEX,
+        label_efficiency=label_efficiency)
     rendered.save(folder / CARD)
     return rendered
 

@@ -31,7 +31,7 @@ from transformers import set_seed
 from .config import ARM_METHODS, STAGE_KINDS, ArmSection, LoadedRecipe, build_recipe
 from .data import classification_splits, stratified_indices
 from .errors import DataError, RecipeError
-from .runner import run_recipe, say_on_main
+from .runner import run_recipe, say_on_main, stage_is_current
 from .training_args import build_training_args
 
 LM_STAGES = [s for s in STAGE_KINDS if s != "classify"]
@@ -507,7 +507,7 @@ def run_sweep(recipe: LoadedRecipe, command: str | None = None) -> dict:
 def write_sweep_report(plan: Plan, rows: list[dict], budgets: list[int], num_classes: int, command: str | None,
                        wall_seconds: float | None) -> dict:
     from .metrics.label_efficiency import LabelEfficiency
-    from .sweep_report import write_atomically, write_report
+    from .sweep_report import card_section, write_atomically, write_report
 
     sweep = plan.recipe.config.sweep
     # Learning curves from the sweep's budgets only: an ablation cell at another budget would add a
@@ -523,7 +523,25 @@ def write_sweep_report(plan: Plan, rows: list[dict], budgets: list[int], num_cla
     write_report(main, efficiency, plan.output_dir, f"Label efficiency: {plan.recipe.config.run.name}",
                  command=command, wall_seconds=wall_seconds, lm_seconds=_lm_seconds(plan),
                  ablations=ablations or None, ablation_rows=rows)
+    _show_on_classifier_card(plan, card_section(main, efficiency))
     return efficiency
+
+
+def _show_on_classifier_card(plan: Plan, section: str) -> None:
+    """The recipe's own classifier (`lm-transfer run`), when it is built from this same recipe,
+    gets the sweep's curve and tables on its model card."""
+    from .cards import write_card
+
+    recipe = plan.recipe
+    if "classify" not in recipe.config.run.stages:
+        return
+    folder = Path(recipe.config.classify.output_dir)
+    if not stage_is_current(folder, recipe.fingerprints()["classify"]):
+        return
+    shutil.copyfile(plan.output_dir / "curve.png", folder / "curve.png")
+    write_card(folder, "classify", recipe.path, recipe.resolved, recipe.resolved.get("card", {}),
+               json.loads((folder / "metrics.json").read_text()), label_efficiency=section)
+    say_on_main(PartialState(), f"sweep: curve and tables added to the card of {folder}")
 
 
 @contextmanager

@@ -74,7 +74,7 @@ def _metric_table(rows: Sequence[Mapping], arms: Sequence[str], budgets: Sequenc
     return _table(header, body)
 
 
-def _multiplier_section(rows: Sequence[Mapping], efficiency: Mapping) -> list[str]:
+def _multiplier_section(rows: Sequence[Mapping], efficiency: Mapping, heading: str = "##") -> list[str]:
     reference = efficiency.get("reference")
     curves = efficiency["arms"]
     budgets = sorted({budget for curve in curves.values() for budget in curve["budgets"]})
@@ -89,7 +89,7 @@ def _multiplier_section(rows: Sequence[Mapping], efficiency: Mapping) -> list[st
                    f"Area under the learning curve, {span[0]}–{span[1]} labels (log budget, %)")
     header = ["Arm", *(_budget_header(rows, budget) for budget in budgets), area_header]
     return [
-        f"## Data multiplier vs {reference}",
+        f"{heading} Data multiplier vs {reference}",
         "",
         f"Multiplier: the number of labels `{reference}` needs to reach this arm's mean accuracy (by log-linear "
         f"interpolation of `{reference}`'s learning curve), divided by this arm's number of labels; "
@@ -172,6 +172,18 @@ def summary_markdown(rows: Sequence[Mapping], efficiency: Mapping | None, title:
         extra = rows if ablation_rows is None else _latest_cells(ablation_rows)
         for ablation in ablations:
             lines += [*_ablation_section(extra, ablation), ""]
+    return "\n".join(lines)
+
+
+def card_section(rows: Sequence[Mapping], efficiency: Mapping | None, heading: str = "####") -> str:
+    """The learning curves' accuracy table and data multipliers, for a model card."""
+    rows = _latest_cells(rows)
+    budgets = sorted({row["train_examples"] for row in rows})
+    lines = [f"{heading} Test accuracy", "",
+             "Mean ± sample std over seeds, in %; columns are the number of labeled training examples.", "",
+             _metric_table(rows, _arms_in_order(rows), budgets, "accuracy"), ""]
+    if efficiency and efficiency.get("arms"):
+        lines += _multiplier_section(rows, efficiency, heading)
     return "\n".join(lines)
 
 

@@ -7,9 +7,11 @@ import re
 import pytest
 import yaml
 from huggingface_hub import ModelCard
+from conftest import tiny_recipe, write_recipe
 from transformers import AutoModelForSequenceClassification
 
 from pipelines.cards import hub_id
+from pipelines.cli import main
 
 
 def _card_and_metrics(folder):
@@ -66,3 +68,29 @@ def test_hub_ids_are_told_from_local_paths(tmp_path, monkeypatch):
     assert hub_id("stanfordnlp/imdb") == "stanfordnlp/imdb" and hub_id("gpt2") == "gpt2"
     assert hub_id("imdb") is None  # a local folder of that name wins, as in load_dataset
     assert hub_id("../shared/data/imdb") is None and hub_id("/data/imdb") is None and hub_id(None) is None
+
+
+def test_a_sweep_of_the_recipe_puts_its_curve_and_table_on_the_classifier_card(tmp_path, topic_data):
+    recipe = tiny_recipe(topic_data, tmp_path / "run")
+    recipe["run"]["stages"] = ["tokenizer", "pretrain", "classify"]
+    recipe["classify"]["init_from"] = "${pretrain.output_dir}"
+    recipe["sweep"] = {"output_dir": "${run.output_dir}/sweep", "arms": ["tfidf_lr"], "reference": "tfidf_lr",
+                       "examples_per_class": [1, 4], "seeds": [0, 1], "test_examples": 30}
+    path = str(write_recipe(tmp_path / "recipe.yaml", recipe))
+    assert main(["run", path]) == 0
+    folder, sweep = tmp_path / "run" / "classifier", tmp_path / "run" / "sweep"
+    assert "Label efficiency" not in (folder / "README.md").read_text() and not (folder / "curve.png").exists()
+
+    assert main(["sweep", path]) == 0
+    card, metrics = _card_and_metrics(folder)
+    assert (folder / "curve.png").read_bytes() == (sweep / "curve.png").read_bytes()
+    assert "### Label efficiency" in card.text and "![Test error vs number of labeled examples](curve.png)" in card.text
+    summary_row = next(line for line in (sweep / "summary.md").read_text().splitlines() if line.startswith("| tfidf_lr |"))
+    assert summary_row in card.text  # the sweep's own accuracy row (mean ± std per budget)
+    assert {r.metric_value for r in card.data.eval_results} == {metrics["test_accuracy"], metrics["test_f1_macro"]}
+
+    # a classifier built from another config is not this recipe's: its card is left alone
+    before = (folder / "README.md").read_bytes()
+    (sweep / "summary.md").unlink()
+    assert main(["sweep", path, "classify.training.learning_rate=0.5"]) == 0
+    assert (sweep / "summary.md").exists() and (folder / "README.md").read_bytes() == before
