@@ -38,6 +38,28 @@ def hub_id(path: str | None) -> str | None:
     return path
 
 
+def earlier_stages(stage: str, resolved: dict) -> list[dict]:
+    """The stages this model was built on, oldest first, read from their folders (init_from, then
+    that folder's own init_from, ...); a Hub checkpoint at the root is named, not read."""
+    chain, base = [], resolved[stage].get("init_from")
+    while base and (Path(base) / "metrics.json").exists() and (Path(base) / "recipe.yaml").exists():
+        metrics = json.loads((Path(base) / "metrics.json").read_text())
+        name = metrics.get("lm_transfer", {}).get("stage")
+        section = yaml.safe_load((Path(base) / "recipe.yaml").read_text()).get(name) if name else None
+        if section is None:  # a folder from before stages recorded their name
+            break
+        seconds, training = metrics.get("stage_wall_seconds"), section.get("training", {})
+        steps, epochs = training.get("max_steps"), training.get("num_train_epochs")
+        chain.append({"stage": name, "folder": base, "data": section["data"]["path"], "tokens": metrics.get("train_tokens"),
+                      "schedule": f"{steps} steps" if steps and steps > 0 else f"{epochs} epoch{'s' * (epochs != 1)}" if epochs else None,
+                      "perplexity": metrics.get("eval_perplexity"), "hardware": metrics.get("hardware"),
+                      "wall_time": format_duration(seconds) if seconds else None})
+        base = section.get("init_from")
+    if base:  # a Hub id, a packaged checkpoint, or a folder lm-transfer did not write
+        chain.append({"stage": "initial weights", "folder": base})
+    return chain[::-1]
+
+
 def write_card(folder: Path, stage: str, recipe_path: str, resolved: dict, card: dict, metrics: dict,
                label_efficiency: str | None = None) -> ModelCard:
     """Render and save the card of a finished stage's folder. `resolved` is the resolved recipe,
@@ -86,7 +108,7 @@ def write_card(folder: Path, stage: str, recipe_path: str, resolved: dict, card:
         wall_time=format_duration(wall) if (wall := metrics.get("stage_wall_seconds")) else None,
         hardware=metrics.get("hardware"),
         needs_package=classifier or backbone == "awd_lstm", ulmfit_bibtex=ULMFIT_BIBTEX,
-        label_efficiency=label_efficiency)
+        label_efficiency=label_efficiency, earlier_stages=earlier_stages(stage, resolved))
     rendered.save(folder / CARD)
     return rendered
 

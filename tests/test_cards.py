@@ -57,8 +57,12 @@ def test_classifier_card_sections_are_filled_from_the_run(awd_run):
         r"^model = AutoModelForSequenceClassification\.from_pretrained",
         r"^  title = \{Universal Language Model Fine-tuning for Text Classification\},$",
     ]
+    for stage in ("pretrain", "lm_finetune"):  # the stages it was built on, oldest first
+        earlier = json.loads((folder.parent / stage / "metrics.json").read_text())
+        patterns.append(rf"^\| {stage} \| `{folder.parent / stage}` \| .*\| {earlier['eval_perplexity']:.1f} \|")
     for pattern in patterns:
         assert re.search(pattern, card.text, flags=re.MULTILINE), pattern
+    assert card.text.index("| pretrain |") < card.text.index("| lm_finetune |")
     assert "{{" not in card.content and "None" not in card.text  # nothing left unfilled
 
 
