@@ -84,7 +84,7 @@ def write_card(folder: Path, stage: str, recipe_path: str, resolved: dict, card:
         results = [("perplexity", "Perplexity", metrics["eval_perplexity"], None)]
         split = data.get("validation_split") or f"{data['train_split']} (held-out {data['validation_fraction']:.0%})"
     eval_results = [
-        EvalResult(task_type=task, dataset_type=dataset or os.path.basename(os.path.normpath(data["path"])),
+        EvalResult(task_type=task, dataset_type=dataset or re.split(r"[/:]", os.path.normpath(data["path"]))[-1],
                    dataset_name=data["path"], dataset_config=data.get("name"), dataset_split=split,
                    metric_type=metric, metric_name=name, metric_value=value, metric_args=args)
         for metric, name, value, args in results

@@ -97,6 +97,11 @@ def cpu_has_native_bf16() -> bool:
     return any(check() for check in checks if check is not None)
 
 
+def precision(args: TrainingArguments) -> str:
+    """The arithmetic a run actually trained in (bf16 may have been turned off for this machine)."""
+    return "bf16 autocast" if args.bf16 else "fp16 autocast" if args.fp16 else "fp32"
+
+
 def build_training_args(section: dict, output_dir: str, adapt_to_machine: bool = True,
                         **stage_overrides) -> ULMFiTTrainingArguments:
     """The stage's TrainingArguments; `adapt_to_machine` turns bf16 off where it would be emulated."""

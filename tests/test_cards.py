@@ -48,7 +48,7 @@ def test_classifier_card_sections_are_filled_from_the_run(awd_run):
         rf"^\| Parameters \| {parameters:,} \|$",
         r"^\| Context length \| \d+ tokens \|$",
         r"^24 examples \(8 per class, stratified, seeded\)\.$",
-        r"^Wall time (\d+\.\d s|\d+ min \d\d s) on 1 process on \d+ CPU cores\.$",
+        r"^Wall time (\d+\.\d s|\d+ min \d\d s) on 1 process on \d+ CPU cores, in (fp32|bf16 autocast)\.$",
         r"^\| learning_rate \| [\d.e-]+ \|$",
         rf"^\| Accuracy \| {100 * metrics['test_accuracy']:.1f} % \|",
         rf"^\| Macro-F1 \| {100 * metrics['test_f1_macro']:.1f} % \|",

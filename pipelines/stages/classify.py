@@ -19,7 +19,7 @@ from ..metrics import classification_metrics
 from ..models.classifier import TransferClassifier
 from ..peft_adapters import apply_lora, merge_lora
 from ..trainer import ULMFiTTrainer
-from ..training_args import build_training_args
+from ..training_args import build_training_args, precision
 
 # ULMFiT's bptt for the recurrent backbone; transformers read chunks of their own context size.
 RECURRENT_BPTT = 70
@@ -125,6 +125,7 @@ def fit_and_test(cfg: ClassifyStage, model, tokenizer, train_tok, test_tok, seed
     return {"model": trainer.model, "predictions": predicted, "metrics": {
         "test_accuracy": scores["accuracy"], "test_f1_macro": scores["f1_macro"],
         "train_loss": result.training_loss, "train_runtime": result.metrics["train_runtime"],
+        "precision": precision(trainer.args),
         "train_tokens_per_second": result.metrics["train_samples_per_second"] * tokens_per_example,
         "dev_examples": 0 if dev_tok is None else len(dev_tok),
         "dev_loss_curve": [round(h["eval_loss"], 4) for h in trainer.state.log_history if "eval_loss" in h],

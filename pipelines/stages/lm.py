@@ -14,7 +14,7 @@ from ..data import group_into_blocks, lm_text_splits
 from ..errors import RecipeError
 from ..masked_lm import score_masked_positions_only
 from ..trainer import ULMFiTTrainer
-from ..training_args import build_training_args
+from ..training_args import build_training_args, precision
 
 
 def run(ctx) -> dict:
@@ -77,6 +77,7 @@ def run(ctx) -> dict:
         "train_blocks": len(blocks["train"]),
         "train_tokens": int(len(blocks["train"]) * tokens_per_block),
         "train_runtime": result.metrics["train_runtime"],
+        "precision": precision(trainer.args),
         "train_tokens_per_second": result.metrics["train_samples_per_second"] * tokens_per_block,
         "parameters": sum(p.numel() for p in model.parameters()),
     }
