@@ -6,12 +6,14 @@ the Hub and the model page shows its evaluation (`model-index`).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 from importlib import resources
 from pathlib import Path
 
+import jinja2
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
@@ -21,14 +23,6 @@ CARD = "README.md"
 # A Hub repo id ("imdb", "stanfordnlp/imdb"): only these go into the card's metadata, which the Hub
 # links; a local path is named in the text instead.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-
-ULMFIT_BIBTEX = """@inproceedings{howard-ruder-2018-universal,
-  title = {Universal Language Model Fine-tuning for Text Classification},
-  author = {Howard, Jeremy and Ruder, Sebastian},
-  booktitle = {Proceedings of the 56th Annual Meeting of the Association for Computational Linguistics},
-  year = {2018},
-  url = {https://aclanthology.org/P18-1031}
-}"""
 
 
 def hub_id(path: str | None) -> str | None:
@@ -97,18 +91,25 @@ def write_card(folder: Path, stage: str, recipe_path: str, resolved: dict, card:
         license=card.get("license"), language=card.get("language") or None, library_name="transformers",
         pipeline_tag=pipeline_tag, tags=tags, datasets=[dataset] if dataset else None,
         base_model=hub_id(base), eval_results=eval_results)
-    template = resources.files("pipelines") / "model_cards" / ("classifier.md" if classifier else "language_model.md")
     training = section.get("training", {})
-    rendered = ModelCard.from_template(
-        card_data, template_str=template.read_text(), model_name=model_name,
-        stage=stage, recipe_path=recipe_path, backbone=backbone, config=config, metrics=metrics,
+    values = dict(
+        model_name=model_name, stage=stage, recipe_path=recipe_path, backbone=backbone, config=config, metrics=metrics,
         parameters=metrics["parameters"], vocab_size=body.get("vocab_size"), data=data, base_model=base,
         context_length=section.get("max_length") if classifier else section.get("block_size"),
         training=training, stage_yaml=yaml.safe_dump({stage: section}, sort_keys=False).rstrip(),
         wall_time=format_duration(wall) if (wall := metrics.get("stage_wall_seconds")) else None,
         hardware=metrics.get("hardware"),
-        needs_package=classifier or backbone == "awd_lstm", ulmfit_bibtex=ULMFIT_BIBTEX,
+        needs_package=classifier or backbone == "awd_lstm",
         label_efficiency=label_efficiency, earlier_stages=earlier_stages(stage, resolved))
+    # What ModelCard.from_template does, through an environment that lets the templates include
+    # their shared parts (pipelines/model_cards/_*.md).
+    template = _templates().get_template("classifier.md" if classifier else "language_model.md")
+    rendered = ModelCard(template.render(card_data=card_data.to_yaml(), **{**card_data.to_dict(), **values}))
     rendered.save(folder / CARD)
     return rendered
+
+
+@functools.cache
+def _templates() -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(resources.files("pipelines") / "model_cards")))
 
