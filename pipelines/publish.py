@@ -27,14 +27,15 @@ class PublishError(LmTransferError):
 
 def stage_record(folder: Path) -> dict:
     """metrics.json's provenance of a finished stage folder, or a clear error."""
-    metrics = folder / "metrics.json"
     if not folder.is_dir():
         raise PublishError(f"{folder}: no such folder (give a stage's output folder, e.g. runs/demo-bbc/classifier)")
-    if not metrics.exists() or "lm_transfer" not in json.loads(metrics.read_text()):
+    metrics = folder / "metrics.json"
+    record = json.loads(metrics.read_text()).get("lm_transfer") if metrics.exists() else None
+    if record is None:
         raise PublishError(f"{folder}: not a finished lm-transfer stage (no metrics.json written by a run)")
     if not (folder / CARD).exists():
         raise PublishError(f"{folder}: no {CARD} (a tokenizer folder has no model card; publish a model's folder)")
-    return json.loads(metrics.read_text())["lm_transfer"]
+    return record
 
 
 def publish(folder: str | Path, repo_id: str, private: bool = False, dry_run: bool = False,

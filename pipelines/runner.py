@@ -17,6 +17,7 @@ from transformers import set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from . import __version__
+from .cards import write_card
 from .config import LoadedRecipe
 from .errors import RecipeError
 
@@ -132,8 +133,6 @@ def _run_stage(ctx: StageContext) -> dict:
         (ctx.partial_dir / METRICS).write_text(json.dumps(metrics, indent=2, sort_keys=True))
         (ctx.partial_dir / "recipe.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(ctx.recipe.resolved)))
         if ctx.name != "tokenizer":  # a model: its folder gets the card the Hub shows
-            from .cards import write_card  # matplotlib (through the report helpers): only when needed
-
             write_card(ctx.partial_dir, ctx.name, ctx.recipe.path, ctx.recipe.resolved,
                        ctx.recipe.resolved.get("card", {}), metrics)
         shutil.rmtree(ctx.output_dir, ignore_errors=True)

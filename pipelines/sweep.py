@@ -28,10 +28,12 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 from transformers import set_seed
 
+from .cards import write_card
 from .config import ARM_METHODS, STAGE_KINDS, ArmSection, LoadedRecipe, build_recipe
 from .data import classification_splits, stratified_indices
 from .errors import DataError, RecipeError
 from .runner import run_recipe, say_on_main, stage_is_current
+from .sweep_report import card_section, write_atomically, write_report
 from .training_args import build_training_args
 
 LM_STAGES = [s for s in STAGE_KINDS if s != "classify"]
@@ -286,8 +288,6 @@ def read_results(path: Path) -> list[dict]:
         return []
     text = path.read_text()
     if text and not text.endswith("\n"):
-        from .sweep_report import write_atomically  # matplotlib: imported only when needed
-
         text = text[:text.rfind("\n") + 1]
         write_atomically(path, lambda temp: temp.write_text(text))
     rows = []
@@ -507,7 +507,6 @@ def run_sweep(recipe: LoadedRecipe, command: str | None = None) -> dict:
 def write_sweep_report(plan: Plan, rows: list[dict], budgets: list[int], num_classes: int, command: str | None,
                        wall_seconds: float | None) -> dict:
     from .metrics.label_efficiency import LabelEfficiency
-    from .sweep_report import card_section, write_atomically, write_report
 
     sweep = plan.recipe.config.sweep
     # Learning curves from the sweep's budgets only: an ablation cell at another budget would add a
@@ -530,8 +529,6 @@ def write_sweep_report(plan: Plan, rows: list[dict], budgets: list[int], num_cla
 def _show_on_classifier_card(plan: Plan, section: str) -> None:
     """The recipe's own classifier (`lm-transfer run`), when it is built from this same recipe,
     gets the sweep's curve and tables on its model card."""
-    from .cards import write_card
-
     recipe = plan.recipe
     if "classify" not in recipe.config.run.stages:
         return

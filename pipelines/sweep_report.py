@@ -10,10 +10,6 @@ import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter
-
 MISSING = "–"
 BAND_NOTE = "line: mean over seeds; band: min–max over seeds"
 
@@ -202,6 +198,11 @@ def write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
 
 def plot_learning_curves(rows: Sequence[Mapping], path: str | os.PathLike, title: str | None = None) -> Path:
     """Test error (%) vs number of labeled examples (log x), one line per arm with a min–max band over seeds."""
+    # matplotlib is imported here, not with the module: stages use the formatting helpers above.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter
+
     rows = _latest_cells(rows)
     # A bare Figure with its own Agg canvas leaves pyplot's global backend and figure registry untouched.
     figure = Figure(figsize=(9.5, 4.5))
