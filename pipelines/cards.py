@@ -17,6 +17,7 @@ import jinja2
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .backbones import PACKAGED_CHECKPOINTS
 from .sweep_report import format_duration
 
 CARD = "README.md"
@@ -26,7 +27,10 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 def hub_id(path: str | None) -> str | None:
-    """`path` when it names a Hub repo rather than a local folder, else None."""
+    """`path` when it names a Hub repo rather than a local folder (a packaged checkpoint: the repo it
+    copies), else None."""
+    if path in PACKAGED_CHECKPOINTS:
+        return PACKAGED_CHECKPOINTS[path][2]
     if not path or os.path.exists(path) or not _HUB_ID.match(path):
         return None
     return path
@@ -54,11 +58,37 @@ def earlier_stages(stage: str, resolved: dict) -> list[dict]:
     return chain[::-1]
 
 
+def refresh_card(folder: Path, stage: str, recipe_path: str, resolved: dict, card: dict) -> bool:
+    """Re-render the card of a folder that is current for the recipe (so the stage is skipped), from
+    the recipe's card section as it is now: a license or tags added after training reach the card
+    without retraining. The sweep tables a sweep put on the card stay. True when the card changed."""
+    path = folder / CARD
+    before = path.read_text() if path.exists() else ""
+    kept = _SWEEP_TABLES.search(before) if (folder / "curve.png").exists() else None
+    metrics = json.loads((folder / "metrics.json").read_text())
+    after = render_card(folder, stage, recipe_path, resolved, card, metrics, kept.group(1) if kept else None)
+    if str(after) == before:
+        return False
+    after.save(path)
+    return True
+
+
+_SWEEP_TABLES = re.compile(r"<!-- lm-transfer:sweep-tables[^>]*-->\n(.*?)\n<!-- /lm-transfer:sweep-tables -->", re.S)
+
+
 def write_card(folder: Path, stage: str, recipe_path: str, resolved: dict, card: dict, metrics: dict,
                label_efficiency: str | None = None) -> ModelCard:
-    """Render and save the card of a finished stage's folder. `resolved` is the resolved recipe,
-    `card` its card section, `metrics` what the stage wrote to metrics.json, `label_efficiency`
-    the recipe's sweep tables (Markdown) when the sweep ran, with curve.png in the folder."""
+    """Render and save the card of a finished stage's folder (see render_card)."""
+    rendered = render_card(folder, stage, recipe_path, resolved, card, metrics, label_efficiency)
+    rendered.save(folder / CARD)
+    return rendered
+
+
+def render_card(folder: Path, stage: str, recipe_path: str, resolved: dict, card: dict, metrics: dict,
+                label_efficiency: str | None = None) -> ModelCard:
+    """The card of a finished stage's folder. `resolved` is the resolved recipe, `card` its card
+    section, `metrics` what the stage wrote to metrics.json, `label_efficiency` the recipe's sweep
+    tables (Markdown) when the sweep ran, with curve.png in the folder."""
     section = resolved[stage]
     config = json.loads((folder / "config.json").read_text())
     classifier = stage == "classify"
@@ -93,20 +123,28 @@ def write_card(folder: Path, stage: str, recipe_path: str, resolved: dict, card:
         base_model=hub_id(base), eval_results=eval_results)
     training = section.get("training", {})
     values = dict(
-        model_name=model_name, stage=stage, recipe_path=recipe_path, backbone=backbone, config=config, metrics=metrics,
+        model_name=model_name, stage=stage, recipe_path=recipe_path, output_dir=section["output_dir"],
+        backbone=backbone, config=config, metrics=metrics,
         parameters=metrics["parameters"], vocab_size=body.get("vocab_size"), data=data, base_model=base,
         context_length=section.get("max_length") if classifier else section.get("block_size"),
-        training=training, stage_yaml=yaml.safe_dump({stage: section}, sort_keys=False).rstrip(),
+        training=training, stage_yaml=yaml.safe_dump({stage: _used(section)}, sort_keys=False).rstrip(),
         wall_time=format_duration(wall) if (wall := metrics.get("stage_wall_seconds")) else None,
         hardware=metrics.get("hardware"),
         needs_package=classifier or backbone == "awd_lstm",
-        label_efficiency=label_efficiency, earlier_stages=earlier_stages(stage, resolved))
+        label_efficiency=label_efficiency, earlier_stages=earlier_stages(stage, resolved),
+        citations=[entry.strip() for entry in card.get("citations", [])])
     # What ModelCard.from_template does, through an environment that lets the templates include
     # their shared parts (pipelines/model_cards/_*.md).
     template = _templates().get_template("classifier.md" if classifier else "language_model.md")
-    rendered = ModelCard(template.render(card_data=card_data.to_yaml(), **{**card_data.to_dict(), **values}))
-    rendered.save(folder / CARD)
-    return rendered
+    return ModelCard(template.render(card_data=card_data.to_yaml(), **{**card_data.to_dict(), **values}))
+
+
+def _used(section: dict) -> dict:
+    """A stage's resolved config as the card shows it: a stage that starts from init_from takes its
+    architecture from there, so its (defaulted) model section would only mislead."""
+    if section.get("init_from") and not (section.get("model") or {}).get("tokenizer"):
+        return {key: value for key, value in section.items() if key != "model"}
+    return section
 
 
 @functools.cache

