@@ -20,7 +20,8 @@ help:
 	@echo "make run RECIPE=... ARGS=...   all stages of a recipe under accelerate launch"
 	@echo "make pretrain|finetune|classify RECIPE=...   one stage"
 	@echo "make label-efficiency RECIPE=... ARGS=...   the recipe's label-efficiency sweep (summary.md, curve.png)"
-	@echo "make publish RUN=<folder> REPO_ID=user/name [PRIVATE=1] [DRY_RUN=1]   upload a model's folder to the Hub"
+	@echo "make publish RUN=<folder> REPO_ID=user/name [BASE_MODEL=user/lm] [REVISION=branch] [PRIVATE=1] [DRY_RUN=1]"
+	@echo "                               upload a model's folder to the Hub"
 	@echo "make validate                  check every recipe without running anything"
 
 $(BIN)/lm-transfer: pyproject.toml
@@ -54,9 +55,11 @@ classify: setup
 label-efficiency: setup
 	$(LAUNCH) sweep $(RECIPE) $(ARGS)
 
+PUBLISH_FLAGS = $(if $(BASE_MODEL),--base-model $(BASE_MODEL)) $(if $(REVISION),--revision $(REVISION)) \
+                $(if $(PRIVATE),--private) $(if $(DRY_RUN),--dry-run)
 publish: setup
-	@test -n "$(RUN)" -a -n "$(REPO_ID)" || { echo "usage: make publish RUN=runs/demo-bbc/classifier REPO_ID=user/name [PRIVATE=1] [DRY_RUN=1]"; exit 2; }
-	$(BIN)/lm-transfer publish $(RUN) --repo-id $(REPO_ID) $(if $(PRIVATE),--private) $(if $(DRY_RUN),--dry-run)
+	@test -n "$(RUN)" -a -n "$(REPO_ID)" || { echo "usage: make publish RUN=runs/demo-bbc/classifier REPO_ID=user/name [BASE_MODEL=user/lm] [REVISION=branch] [PRIVATE=1] [DRY_RUN=1]"; exit 2; }
+	$(BIN)/lm-transfer publish $(RUN) --repo-id $(REPO_ID) $(strip $(PUBLISH_FLAGS))
 
 validate: setup
 	$(BIN)/lm-transfer validate recipes/demo/*.yaml recipes/imdb/*.yaml recipes/bbc/*.yaml

@@ -28,6 +28,10 @@ def _parser() -> argparse.ArgumentParser:
     publish.add_argument("--repo-id", required=True, help="the model repo, e.g. your-name/bbc-ulmfit")
     publish.add_argument("--private", action="store_true", help="create the repo private")
     publish.add_argument("--dry-run", action="store_true", help="list the files and card metadata; upload nothing")
+    publish.add_argument("--base-model", metavar="USER/NAME",
+                         help="the Hub repo the model this one was fine-tuned from was published to (card lineage)")
+    publish.add_argument("--revision", metavar="BRANCH",
+                         help="upload to this branch of the repo (created when missing), e.g. one per sweep stage")
     return parser
 
 
@@ -41,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "publish":
             from .publish import publish
 
-            print(publish(args.folder, args.repo_id, private=args.private, dry_run=args.dry_run))
+            print(publish(args.folder, args.repo_id, private=args.private, dry_run=args.dry_run,
+                          base_model=args.base_model, revision=args.revision))
             return 0
         return _run(args)
     except LmTransferError as err:

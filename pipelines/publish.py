@@ -1,9 +1,12 @@
 """Publish a trained model's folder to the Hugging Face Hub as it is: the folder (weights, config,
 tokenizer, metrics.json, recipe.yaml, the card README.md) is the repo's content.
 
-Steps: check the folder is a finished lm-transfer stage -> (dry run: list files and card metadata,
-stop) -> refuse offline mode and a missing token -> create the repo when missing -> upload the
-folder in one commit whose message names the recipe and stage.
+Steps: check the folder is a finished lm-transfer stage -> point its card at the repo (the loading
+example names it; with --base-model, the card's base_model and every mention of the local folder
+it was fine-tuned from name that repo instead) -> (dry run: list files and card metadata, stop) ->
+refuse offline mode and a missing token -> create the repo (and the branch) when missing -> make the
+repo's content the folder in one commit (uploads and deletions) whose message names the recipe and
+stage.
 The token comes from HF_TOKEN or the cached login (`hf auth login`); it is passed to
 huggingface_hub and never printed, logged or written by this module.
 """
@@ -11,6 +14,7 @@ huggingface_hub and never printed, logged or written by this module.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import yaml
@@ -38,19 +42,52 @@ def stage_record(folder: Path) -> dict:
     return record
 
 
+_REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
+def card_for_repo(folder: Path, repo_id: str, base_model: str | None = None) -> ModelCard:
+    """The folder's card as it reads on the Hub under `repo_id`: the loading example names the repo,
+    and with `base_model` (the Hub repo where the stage's init_from folder was published) so do the
+    card's base_model metadata and the text that named the local folder."""
+    card = ModelCard.load(folder / CARD)
+    # (a card published before names its earlier repo: every loading call is rewritten)
+    card.text = re.sub(r'from_pretrained\("[^"]*"\)', f'from_pretrained("{repo_id}")', card.text)
+    if base_model:
+        if not _REPO_ID.match(base_model) or Path(base_model).exists():  # (a local folder is not a repo)
+            raise PublishError(f"--base-model {base_model!r}: give the Hub repo id (user/name) "
+                               "the base model was published to")
+        stage = json.loads((folder / "metrics.json").read_text())["lm_transfer"]["stage"]
+        init_from = (yaml.safe_load((folder / "recipe.yaml").read_text()).get(stage) or {}).get("init_from")
+        if not init_from:
+            raise PublishError(f"--base-model: {folder} was trained from scratch (its {stage} stage has no init_from)")
+        link = f"[`{base_model}`](https://huggingface.co/{base_model})"
+        names = [f"`{init_from}`"]
+        if card.data.base_model and card.data.base_model != init_from:  # published before, with another base
+            names.append(f"[`{card.data.base_model}`](https://huggingface.co/{card.data.base_model})")
+        for name in names:
+            card.text = card.text.replace(name, link)
+        card.data.base_model = base_model
+    return card
+
+
 def publish(folder: str | Path, repo_id: str, private: bool = False, dry_run: bool = False,
-            endpoint: str | None = None) -> str:
-    """Uploads `folder` to the model repo `repo_id`; returns the commit URL (or, for a dry run, the
-    listing that would go up)."""
+            endpoint: str | None = None, base_model: str | None = None, revision: str | None = None) -> str:
+    """Uploads `folder` to the model repo `repo_id` (on branch `revision` when given); returns the
+    commit URL (or, for a dry run, the listing that would go up). `base_model`: the Hub repo the
+    stage's init_from folder was published to, for the card's lineage."""
     folder = Path(folder)
     record = stage_record(folder)
+    if not _REPO_ID.match(repo_id):
+        raise PublishError(f"--repo-id {repo_id!r}: give user/name (or organization/name)")
+    card = card_for_repo(folder, repo_id, base_model)
     files = sorted(p for p in folder.rglob("*") if p.is_file())
+    where = f"{repo_id}{f' (branch {revision})' if revision else ''}"
     if dry_run:
-        metadata = ModelCard.load(folder / CARD).data.to_dict()
-        lines = [f"would upload to {repo_id} ({'private' if private else 'public'}), "
-                 f"{len(files)} files, {sum(p.stat().st_size for p in files):,} bytes:"]
-        lines += [f"  {p.relative_to(folder)}  {p.stat().st_size:,} bytes" for p in files]
-        lines += ["card metadata:", yaml.safe_dump(metadata, sort_keys=False).rstrip()]
+        sizes = {p: len(str(card).encode()) if p.name == CARD else p.stat().st_size for p in files}
+        lines = [f"would upload to {where}, {'private' if private else 'public'}, "
+                 f"{len(files)} files, {sum(sizes.values()):,} bytes:"]
+        lines += [f"  {p.relative_to(folder)}  {size:,} bytes" for p, size in sizes.items()]
+        lines += ["card metadata:", yaml.safe_dump(card.data.to_dict(), sort_keys=False).rstrip()]
         return "\n".join(lines)
     if is_offline_mode():
         raise PublishError("HF_HUB_OFFLINE=1: publishing needs the Hub; unset it (or use --dry-run)")
@@ -62,10 +99,17 @@ def publish(folder: str | Path, repo_id: str, private: bool = False, dry_run: bo
     message = f"lm-transfer: {record['stage']} stage of {record['recipe']}"
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
-        commit = api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=message)
+        if revision:
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+        # The folder is what goes up, so the card is saved there as the Hub will show it.
+        card.save(folder / CARD)
+        # delete_patterns: the repo (branch) ends up exactly the folder: files of an earlier upload,
+        # or of main that a new branch started from, do not linger (.gitattributes is kept).
+        commit = api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=message, revision=revision,
+                                   delete_patterns="*")
     except HfHubHTTPError as err:
         status = err.response.status_code if err.response is not None else None
         hint = {401: "the token was refused", 403: "the token may not write to this namespace"}.get(status, "")
-        raise PublishError(f"publishing to {repo_id} failed: HTTP {status}"
+        raise PublishError(f"publishing to {where} failed: HTTP {status}"
                            f"{f' ({hint})' if hint else ''}: {err.server_message or 'no message'}") from None
     return commit.commit_url

@@ -1,18 +1,22 @@
-"""A loopback stand-in for the Hub's HTTP API, enough for create_repo + upload_folder of small files:
-it records every request (method, path, Authorization header) and the files committed."""
+"""A loopback stand-in for the Hub's HTTP API, enough for create_repo, create_branch and
+upload_folder of small files: it records every request (method, path, Authorization header) and
+the files committed to each branch."""
 
 from __future__ import annotations
 
 import base64
 import json
 import threading
+from urllib.parse import unquote
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class FakeHub:
     def __init__(self):
         self.requests: list[dict] = []  # method, path, authorization
-        self.repos: dict[str, dict] = {}  # repo_id -> {"private": bool, "files": {path: bytes}, "commits": [summary]}
+        # repo_id -> {"private": bool, "files": {path: bytes}, "commits": [summary], "branches": {name: {"files", "commits"}}}
+        # ("files" and "commits" are main's)
+        self.repos: dict[str, dict] = {}
         self.reject_token: str | None = None  # a token answered with 401
         hub = self
 
@@ -42,7 +46,7 @@ class FakeHub:
                     if repo_id in hub.repos:
                         return self._reply(409, {"error": "You already created this model repo", "url": self._url(repo_id)})
                     private = bool(request.get("private")) or request.get("visibility") == "private"
-                    hub.repos[repo_id] = {"private": private, "files": {}, "commits": []}
+                    hub.repos[repo_id] = {"private": private, "files": {}, "commits": [], "branches": {}}
                     return self._reply(200, {"url": self._url(repo_id), "name": repo_id})
                 if self.command == "POST" and parts == ["api", "validate-yaml"]:  # the card's metadata
                     return self._reply(200, {"errors": [], "warnings": []})
@@ -50,14 +54,31 @@ class FakeHub:
                     files = json.loads(body)["files"]
                     return self._reply(200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
                                                        for f in files]})
+                if self.command == "POST" and parts[:2] == ["api", "models"] and parts[4] == "branch":
+                    branches = hub.repos[f"{parts[2]}/{parts[3]}"]["branches"]
+                    name = unquote(parts[5])
+                    if name in branches:
+                        return self._reply(409, {"error": "Reference already exists"})
+                    main = hub.repos[f"{parts[2]}/{parts[3]}"]  # a branch starts from main's files
+                    branches[name] = {"files": dict(main["files"]), "commits": []}
+                    return self._reply(200, {})
+                if self.command == "GET" and parts[:2] == ["api", "models"] and parts[4] == "tree":  # list files
+                    repo, revision = hub.repos[f"{parts[2]}/{parts[3]}"], unquote(parts[5])
+                    files = (repo if revision == "main" else repo["branches"][revision])["files"]
+                    return self._reply(200, [{"type": "file", "path": path, "size": len(data), "oid": "0" * 40}
+                                             for path, data in sorted(files.items())])
                 if self.command == "POST" and parts[:2] == ["api", "models"] and parts[4] == "commit":
-                    repo = hub.repos[f"{parts[2]}/{parts[3]}"]
+                    repo, revision = hub.repos[f"{parts[2]}/{parts[3]}"], unquote(parts[5])
+                    if revision != "main":
+                        repo = repo["branches"][revision]
                     for line in body.decode().splitlines():
                         item = json.loads(line)
                         if item["key"] == "header":
                             repo["commits"].append(item["value"]["summary"])
                         elif item["key"] == "file":
                             repo["files"][item["value"]["path"]] = base64.b64decode(item["value"]["content"])
+                        elif item["key"] == "deletedFile":
+                            del repo["files"][item["value"]["path"]]
                     return self._reply(200, {"commitUrl": f"{self._url(parts[2] + '/' + parts[3])}/commit/{'0' * 40}",
                                              "commitOid": "0" * 40, "success": True})
                 return self._reply(404, {"error": f"the fake Hub does not serve {self.command} {self.path}"})

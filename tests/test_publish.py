@@ -2,12 +2,14 @@
 the Hub API calls and the files sent are recorded; nothing leaves the machine."""
 
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
+import yaml
 from hub_server import FakeHub
-from huggingface_hub import constants
+from huggingface_hub import ModelCard, constants
 
 from pipelines.cli import main
 
@@ -23,13 +25,23 @@ def hub(monkeypatch, tmp_path):
         yield fake
 
 
-def test_publish_creates_the_repo_and_uploads_the_folder_as_it_is(awd_run, hub, capsys):
-    folder = awd_run[0] / "run" / "classifier"
+@pytest.fixture
+def run_copy(awd_run, tmp_path):
+    """The shared run's stage folders, copied: publishing rewrites a card (the repo it names)."""
+    shutil.copytree(awd_run[0] / "run", tmp_path / "run")
+    return tmp_path / "run"
+
+
+def test_publish_creates_the_repo_and_uploads_the_folder_as_it_is(awd_run, run_copy, hub, capsys):
+    folder = run_copy / "classifier"
     assert main(["publish", str(folder), "--repo-id", "someone/topics-ulmfit", "--private"]) == 0
     repo = hub.repos["someone/topics-ulmfit"]
     assert repo["private"]
     sent, local = repo["files"], {p.name: p.read_bytes() for p in folder.iterdir()}
     assert sent == local  # byte for byte, every file and nothing else
+    # the card's loading example names the repo instead of the local folder
+    assert 'from_pretrained("someone/topics-ulmfit")' in sent["README.md"].decode()
+    assert f'from_pretrained("{awd_run[0] / "run" / "classifier"}")' in (awd_run[0] / "run" / "classifier" / "README.md").read_text()
     assert repo["commits"] == [f"lm-transfer: classify stage of {awd_run[1]}"]
     # (huggingface_hub may also GET informational endpoints; the writes are these, in order)
     assert [r["path"].split("?")[0] for r in hub.requests if r["method"] == "POST"] == [
@@ -40,9 +52,14 @@ def test_publish_creates_the_repo_and_uploads_the_folder_as_it_is(awd_run, hub, 
     assert out.out.strip().endswith(f"/someone/topics-ulmfit/commit/{'0' * 40}")
     assert TOKEN not in out.out + out.err
 
-    # publishing again to the existing repo adds a commit (the Hub answers 409 to create)
-    assert main(["publish", str(awd_run[0] / "run" / "lm_finetune"), "--repo-id", "someone/topics-ulmfit"]) == 0
-    assert len(repo["commits"]) == 2 and "lm_finetune stage" in repo["commits"][1]
+    # publishing again to the existing repo adds a commit (the Hub answers 409 to create), and the
+    # repo becomes that folder: the classifier's files that the LM folder lacks are deleted
+    (folder / "stale.txt").write_text("only in the classifier's upload")
+    assert main(["publish", str(folder), "--repo-id", "someone/topics-ulmfit"]) == 0
+    assert "stale.txt" in repo["files"]
+    assert main(["publish", str(run_copy / "lm_finetune"), "--repo-id", "someone/topics-ulmfit"]) == 0
+    assert len(repo["commits"]) == 3 and "lm_finetune stage" in repo["commits"][2]
+    assert repo["files"] == {p.name: p.read_bytes() for p in (run_copy / "lm_finetune").iterdir()}
 
 
 def test_dry_run_lists_files_and_card_metadata_and_sends_nothing(awd_run, hub, monkeypatch, capsys):
@@ -51,8 +68,9 @@ def test_dry_run_lists_files_and_card_metadata_and_sends_nothing(awd_run, hub, m
     assert main(["publish", str(folder), "--repo-id", "someone/x", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert hub.requests == []
-    for path in folder.iterdir():
-        assert f"  {path.name}  {path.stat().st_size:,} bytes" in out
+    for path in folder.iterdir():  # the card as it would go up: it names the repo, so its size differs
+        assert (f"  {path.name}  " if path.name == "README.md" else f"  {path.name}  {path.stat().st_size:,} bytes") in out
+    assert 'from_pretrained("someone/x")' not in (folder / "README.md").read_text()  # nothing written
     assert "pipeline_tag: text-classification" in out and "model-index:" in out and "license: mit" in out
 
 
@@ -87,3 +105,48 @@ def test_offline_mode_is_one_clear_error_not_a_traceback(awd_run, tmp_path):
     assert done.stderr.strip().splitlines()[-1] == ("error: HF_HUB_OFFLINE=1: publishing needs the Hub; unset it "
                                                     "(or use --dry-run)")
     assert "Traceback" not in done.stderr
+
+
+def test_base_model_names_the_published_lm_in_metadata_and_text(awd_run, run_copy, hub, capsys):
+    """A classifier whose LM was published first: the card's lineage points at that repo."""
+    folder = run_copy / "classifier"
+    init_from = yaml.safe_load((folder / "recipe.yaml").read_text())["classify"]["init_from"]
+    assert f"`{init_from}`" in (folder / "README.md").read_text()  # the local LM folder, before
+    assert main(["publish", str(run_copy / "lm_finetune"), "--repo-id", "someone/topics-lm"]) == 0
+    assert main(["publish", str(folder), "--repo-id", "someone/topics-clf", "--base-model", "someone/topics-lm"]) == 0
+    sent = hub.repos["someone/topics-clf"]["files"]["README.md"].decode()
+    assert sent == (folder / "README.md").read_text()  # the folder keeps what the Hub shows
+    card = ModelCard(sent)
+    assert card.data.base_model == "someone/topics-lm"
+    assert f"`{init_from}`" not in sent
+    assert "fine-tuned from the language model [`someone/topics-lm`](https://huggingface.co/someone/topics-lm)" in sent
+    # published again under another base: the old link is replaced, not left beside the new one
+    assert main(["publish", str(folder), "--repo-id", "someone/topics-clf", "--base-model", "other/lm", "--dry-run"]) == 0
+    assert "base_model: other/lm" in capsys.readouterr().out
+
+
+def test_base_model_on_a_model_trained_from_scratch_and_bad_repo_ids_are_refused(run_copy, hub, capsys):
+    pretrain = str(run_copy / "pretrain")
+    assert main(["publish", pretrain, "--repo-id", "someone/x", "--base-model", "someone/y"]) == 2
+    assert "was trained from scratch (its pretrain stage has no init_from)" in capsys.readouterr().err
+    assert main(["publish", pretrain, "--repo-id", "no-namespace"]) == 2
+    assert "--repo-id 'no-namespace': give user/name" in capsys.readouterr().err
+    assert main(["publish", str(run_copy / "classifier"), "--repo-id", "someone/x", "--base-model", str(run_copy / "lm_finetune")]) == 2
+    assert "give the Hub repo id (user/name)" in capsys.readouterr().err
+    assert hub.requests == []
+
+
+def test_revision_uploads_to_a_branch_created_when_missing(run_copy, hub):
+    """e.g. a sweep's LM stages as branches of one repo, the classifier on main."""
+    assert main(["publish", str(run_copy / "classifier"), "--repo-id", "someone/topics"]) == 0
+    assert main(["publish", str(run_copy / "pretrain"), "--repo-id", "someone/topics", "--revision", "pretrain"]) == 0
+    assert main(["publish", str(run_copy / "lm_finetune"), "--repo-id", "someone/topics", "--revision", "lm-finetune"]) == 0
+    assert main(["publish", str(run_copy / "lm_finetune"), "--repo-id", "someone/topics", "--revision", "lm-finetune"]) == 0
+    repo = hub.repos["someone/topics"]
+    assert repo["commits"] == [repo["commits"][0]] and "classify stage" in repo["commits"][0]  # main: the classifier only
+    assert set(repo["branches"]) == {"pretrain", "lm-finetune"}
+    assert repo["branches"]["lm-finetune"]["commits"] == ["lm-transfer: lm_finetune stage of " + repo["commits"][0].split(" of ")[1]] * 2
+    assert repo["branches"]["pretrain"]["files"].keys() == {p.name for p in (run_copy / "pretrain").iterdir()}
+    pretrained_card = ModelCard(repo["branches"]["pretrain"]["files"]["README.md"].decode())
+    assert pretrained_card.data.pipeline_tag == "text-generation"
+    assert repo["branches"]["pretrain"]["files"]["model.safetensors"] == (run_copy / "pretrain" / "model.safetensors").read_bytes()
