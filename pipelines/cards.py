@@ -116,10 +116,13 @@ def render_card(folder: Path, stage: str, recipe_path: str, resolved: dict, card
     tags = list(dict.fromkeys(["ulmfit", "lm-transfer", *([pipeline_tag] if classifier else []), backbone,
                                *card.get("tags", [])]))
     model_name = f"{resolved['run']['name']}-{stage.replace('_', '-')}"
+    earlier = earlier_stages(stage, resolved)
+    # The Hub's `datasets`: everything the weights were trained on, through the earlier stages too.
+    datasets = list(dict.fromkeys(filter(None, [*(hub_id(s.get("data")) for s in earlier), dataset])))
     card_data = ModelCardData(
         model_name=model_name,
         license=card.get("license"), language=card.get("language") or None, library_name="transformers",
-        pipeline_tag=pipeline_tag, tags=tags, datasets=[dataset] if dataset else None,
+        pipeline_tag=pipeline_tag, tags=tags, datasets=datasets or None,
         base_model=hub_id(base), eval_results=eval_results)
     training = section.get("training", {})
     values = dict(
@@ -131,7 +134,7 @@ def render_card(folder: Path, stage: str, recipe_path: str, resolved: dict, card
         wall_time=format_duration(wall) if (wall := metrics.get("stage_wall_seconds")) else None,
         hardware=metrics.get("hardware"),
         needs_package=classifier or backbone == "awd_lstm",
-        label_efficiency=label_efficiency, earlier_stages=earlier_stages(stage, resolved),
+        label_efficiency=label_efficiency, earlier_stages=earlier,
         citations=[entry.strip() for entry in card.get("citations", [])])
     # What ModelCard.from_template does, through an environment that lets the templates include
     # their shared parts (pipelines/model_cards/_*.md).

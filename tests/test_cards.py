@@ -3,6 +3,7 @@ ModelCard.load, a model-index equal to metrics.json, and sections filled from th
 
 import json
 import re
+import shutil
 
 import pytest
 import yaml
@@ -10,7 +11,7 @@ from huggingface_hub import ModelCard
 from conftest import tiny_recipe, write_recipe
 from transformers import AutoModelForSequenceClassification
 
-from pipelines.cards import hub_id
+from pipelines.cards import hub_id, render_card
 from pipelines.cli import main
 
 
@@ -134,3 +135,21 @@ def test_a_card_section_changed_after_training_reaches_the_card_without_retraini
 def _sweep_tables(folder):
     text = (folder / "README.md").read_text()
     return text[text.index("### Label efficiency"):text.index("## Intended use")]
+
+
+def test_datasets_metadata_names_the_hub_datasets_of_every_stage_the_model_was_built_on(awd_run, tmp_path):
+    """As if the run had read Hub datasets: general text for pretrain, the target task after."""
+    run = tmp_path / "run"
+    shutil.copytree(awd_run[0] / "run", run)
+    hub_data = {"pretrain": "Salesforce/wikitext", "lm_finetune": "stanfordnlp/imdb", "classify": "stanfordnlp/imdb"}
+    for folder in ("pretrain", "lm_finetune", "classifier"):
+        text = (run / folder / "recipe.yaml").read_text().replace(str(awd_run[0] / "run"), str(run))
+        recipe = yaml.safe_load(text)
+        for stage, path in hub_data.items():
+            recipe[stage]["data"]["path"] = path
+        (run / folder / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    metrics = json.loads((run / "classifier" / "metrics.json").read_text())
+    card = render_card(run / "classifier", "classify", "recipe.yaml", recipe, {}, metrics)
+    assert card.data.datasets == ["Salesforce/wikitext", "stanfordnlp/imdb"]  # once each, oldest first
+    assert {r.dataset_type for r in card.data.eval_results} == {"stanfordnlp/imdb"}
+    assert card.data.base_model is None  # its LM is a local folder
