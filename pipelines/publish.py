@@ -1,12 +1,12 @@
-"""Publish a trained model's folder to the Hugging Face Hub as it is: the folder (weights, config,
-tokenizer, metrics.json, recipe.yaml, the card README.md) is the repo's content.
+"""Publish a trained model's folder to the Hugging Face Hub: the folder (weights, config,
+tokenizer, metrics.json, recipe.yaml, the card README.md) becomes the repo's content.
 
 Steps: check the folder is a finished lm-transfer stage -> point its card at the repo (the loading
-example names it; with --base-model, the card's base_model and every mention of the local folder
-it was fine-tuned from name that repo instead) -> (dry run: list files and card metadata, stop) ->
+example names it; with --base-model, the card's base_model and its mentions of the local folder it
+was fine-tuned from name that repo instead) -> (dry run: list files and card metadata, stop) ->
 refuse offline mode and a missing token -> create the repo (and the branch) when missing -> make the
-repo's content the folder in one commit (uploads and deletions) whose message names the recipe and
-stage.
+repo's content the folder, with that card, in one commit (uploads and deletions) whose message
+names the recipe and stage. The folder itself is left as its stage wrote it.
 The token comes from HF_TOKEN or the cached login (`hf auth login`); it is passed to
 huggingface_hub and never printed, logged or written by this module.
 """
@@ -14,7 +14,12 @@ huggingface_hub and never printed, logged or written by this module.
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -50,7 +55,6 @@ def card_for_repo(folder: Path, repo_id: str, base_model: str | None = None) -> 
     and with `base_model` (the Hub repo where the stage's init_from folder was published) so do the
     card's base_model metadata and the text that named the local folder."""
     card = ModelCard.load(folder / CARD)
-    # (a card published before names its earlier repo: every loading call is rewritten)
     card.text = re.sub(r'from_pretrained\("[^"]*"\)', f'from_pretrained("{repo_id}")', card.text)
     if base_model:
         if not _REPO_ID.match(base_model) or Path(base_model).exists():  # (a local folder is not a repo)
@@ -60,12 +64,7 @@ def card_for_repo(folder: Path, repo_id: str, base_model: str | None = None) -> 
         init_from = (yaml.safe_load((folder / "recipe.yaml").read_text()).get(stage) or {}).get("init_from")
         if not init_from:
             raise PublishError(f"--base-model: {folder} was trained from scratch (its {stage} stage has no init_from)")
-        link = f"[`{base_model}`](https://huggingface.co/{base_model})"
-        names = [f"`{init_from}`"]
-        if card.data.base_model and card.data.base_model != init_from:  # published before, with another base
-            names.append(f"[`{card.data.base_model}`](https://huggingface.co/{card.data.base_model})")
-        for name in names:
-            card.text = card.text.replace(name, link)
+        card.text = card.text.replace(f"`{init_from}`", f"[`{base_model}`](https://huggingface.co/{base_model})")
         card.data.base_model = base_model
     return card
 
@@ -101,15 +100,32 @@ def publish(folder: str | Path, repo_id: str, private: bool = False, dry_run: bo
         api.create_repo(repo_id, private=private, exist_ok=True)
         if revision:
             api.create_branch(repo_id, branch=revision, exist_ok=True)
-        # The folder is what goes up, so the card is saved there as the Hub will show it.
-        card.save(folder / CARD)
         # delete_patterns: the repo (branch) ends up exactly the folder: files of an earlier upload,
         # or of main that a new branch started from, do not linger (.gitattributes is kept).
-        commit = api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=message, revision=revision,
-                                   delete_patterns="*")
+        with _staged(folder, files, card) as staging:
+            commit = api.upload_folder(repo_id=repo_id, folder_path=staging, commit_message=message,
+                                       revision=revision, delete_patterns="*")
     except HfHubHTTPError as err:
         status = err.response.status_code if err.response is not None else None
         hint = {401: "the token was refused", 403: "the token may not write to this namespace"}.get(status, "")
         raise PublishError(f"publishing to {where} failed: HTTP {status}"
                            f"{f' ({hint})' if hint else ''}: {err.server_message or 'no message'}") from None
     return commit.commit_url
+
+
+@contextmanager
+def _staged(folder: Path, files: list[Path], card: ModelCard) -> Iterator[Path]:
+    """The folder as it goes up: its files hard-linked (copied across file systems) beside the
+    card for the repo, so the stage's own folder, card included, stays as the stage wrote it."""
+    with tempfile.TemporaryDirectory(prefix=f".{folder.name}.publish-", dir=folder.parent) as staging:
+        for path in files:
+            target = Path(staging) / path.relative_to(folder)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if path == folder / CARD:
+                card.save(target)
+                continue
+            try:
+                os.link(path, target)
+            except OSError:
+                shutil.copy2(path, target)
+        yield Path(staging)
