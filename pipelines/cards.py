@@ -36,10 +36,24 @@ def hub_id(path: str | None) -> str | None:
     return path
 
 
+def initial_weights(section: dict) -> str | None:
+    """Where a stage's weights started: its init_from, or the checkpoint a checkpoint backbone names;
+    None when they started random (a model from scratch, or a classifier with random_init)."""
+    if section.get("random_init"):
+        return None
+    model = section.get("model") or {}
+    return section.get("init_from") or (model.get("checkpoint") if model.get("backbone") == "checkpoint" else None)
+
+
+def dataset_id(path: str, card_section: dict) -> str | None:
+    """The Hub dataset a stage's data is: a Hub id, or a local copy the card section maps to one."""
+    return (card_section.get("hub_datasets") or {}).get(path) or hub_id(path)
+
+
 def earlier_stages(stage: str, resolved: dict) -> list[dict]:
     """The stages this model was built on, oldest first, read from their folders (init_from, then
     that folder's own init_from, ...); a Hub checkpoint at the root is named, not read."""
-    chain, base = [], resolved[stage].get("init_from")
+    chain, base = [], initial_weights(resolved[stage])
     while base and (Path(base) / "metrics.json").exists() and (Path(base) / "recipe.yaml").exists():
         metrics = json.loads((Path(base) / "metrics.json").read_text())
         name = metrics.get("lm_transfer", {}).get("stage")
@@ -52,21 +66,25 @@ def earlier_stages(stage: str, resolved: dict) -> list[dict]:
                       "schedule": f"{steps} steps" if steps and steps > 0 else f"{epochs} epoch{'s' * (epochs != 1)}" if epochs else None,
                       "perplexity": metrics.get("eval_perplexity"), "hardware": metrics.get("hardware"),
                       "wall_time": format_duration(seconds) if seconds else None})
-        base = section.get("init_from")
+        base = initial_weights(section)
     if base:  # a Hub id, a packaged checkpoint, or a folder lm-transfer did not write
         chain.append({"stage": "initial weights", "folder": base})
     return chain[::-1]
 
 
-def refresh_card(folder: Path, stage: str, recipe_path: str, resolved: dict, card: dict) -> bool:
-    """Re-render the card of a folder that is current for the recipe (so the stage is skipped), from
-    the recipe's card section as it is now: a license or tags added after training reach the card
-    without retraining. The sweep tables a sweep put on the card stay. True when the card changed."""
+def refresh_card(folder: Path, card_section: dict) -> bool:
+    """Re-render the card of a folder that is current for a recipe (so the stage is skipped) from
+    the folder's own outputs and the recipe's card section as it is now: a license or tags added
+    after training reach the card without retraining. The sweep tables a sweep put on the card
+    stay. True when the card changed."""
     path = folder / CARD
     before = path.read_text() if path.exists() else ""
     kept = _SWEEP_TABLES.search(before) if (folder / "curve.png").exists() else None
     metrics = json.loads((folder / "metrics.json").read_text())
-    after = render_card(folder, stage, recipe_path, resolved, card, metrics, kept.group(1) if kept else None)
+    built_by = metrics["lm_transfer"]  # (a sweep arm may share the folder: the recipe that built it)
+    resolved = yaml.safe_load((folder / "recipe.yaml").read_text())
+    after = render_card(folder, built_by["stage"], built_by["recipe"], resolved, card_section, metrics,
+                        kept.group(1) if kept else None)
     if str(after) == before:
         return False
     after.save(path)
@@ -76,18 +94,18 @@ def refresh_card(folder: Path, stage: str, recipe_path: str, resolved: dict, car
 _SWEEP_TABLES = re.compile(r"<!-- lm-transfer:sweep-tables[^>]*-->\n(.*?)\n<!-- /lm-transfer:sweep-tables -->", re.S)
 
 
-def write_card(folder: Path, stage: str, recipe_path: str, resolved: dict, card: dict, metrics: dict,
+def write_card(folder: Path, stage: str, recipe_path: str, resolved: dict, card_section: dict, metrics: dict,
                label_efficiency: str | None = None) -> ModelCard:
     """Render and save the card of a finished stage's folder (see render_card)."""
-    rendered = render_card(folder, stage, recipe_path, resolved, card, metrics, label_efficiency)
+    rendered = render_card(folder, stage, recipe_path, resolved, card_section, metrics, label_efficiency)
     rendered.save(folder / CARD)
     return rendered
 
 
-def render_card(folder: Path, stage: str, recipe_path: str, resolved: dict, card: dict, metrics: dict,
+def render_card(folder: Path, stage: str, recipe_path: str, resolved: dict, card_section: dict, metrics: dict,
                 label_efficiency: str | None = None) -> ModelCard:
-    """The card of a finished stage's folder. `resolved` is the resolved recipe, `card` its card
-    section, `metrics` what the stage wrote to metrics.json, `label_efficiency` the recipe's sweep
+    """The card of a finished stage's folder. `resolved` is the resolved recipe, `card_section` its
+    card section, `metrics` what the stage wrote to metrics.json, `label_efficiency` the recipe's sweep
     tables (Markdown) when the sweep ran, with curve.png in the folder."""
     section = resolved[stage]
     config = json.loads((folder / "config.json").read_text())
@@ -95,33 +113,38 @@ def render_card(folder: Path, stage: str, recipe_path: str, resolved: dict, card
     body = config.get("backbone") or config  # a transformer classifier nests its body's config
     backbone = body["model_type"]
     data = section["data"]
-    dataset = hub_id(data["path"])
-    base = section.get("init_from")
+    dataset = dataset_id(data["path"], card_section)
+    base = initial_weights(section)
+    masked = metrics.get("objective") == "masked"
     if classifier:
         pipeline_tag, task = "text-classification", "text-classification"
         results = [("accuracy", "Accuracy", metrics["test_accuracy"], None),
                    ("f1", "Macro-F1", metrics["test_f1_macro"], {"average": "macro"})]
-        split = data.get("test_split") or "test"
+        split = data["test_split"]
+        if data.get("max_test_examples"):
+            split += f" (stratified subset of {metrics['test_examples']:,})"
     else:
-        masked = metrics.get("objective") == "masked"
         pipeline_tag = task = "fill-mask" if masked else "text-generation"
         results = [("perplexity", "Perplexity", metrics["eval_perplexity"], None)]
-        split = data.get("validation_split") or f"{data['train_split']} (held-out {data['validation_fraction']:.0%})"
+        split = data.get("validation_split") or (f"{' + '.join([data['train_split'], *data['unlabeled_splits']])} "
+                                                 f"(held-out {100 * data['validation_fraction']:g} %)")
     eval_results = [
+        # (the Hub wants a dataset id as type; a local dataset without one gets its folder's name)
         EvalResult(task_type=task, dataset_type=dataset or re.split(r"[/:]", os.path.normpath(data["path"]))[-1],
-                   dataset_name=data["path"], dataset_config=data.get("name"), dataset_split=split,
+                   dataset_name=dataset or data["path"], dataset_config=data.get("name"), dataset_split=split,
                    metric_type=metric, metric_name=name, metric_value=value, metric_args=args)
         for metric, name, value, args in results
     ]
     tags = list(dict.fromkeys(["ulmfit", "lm-transfer", *([pipeline_tag] if classifier else []), backbone,
-                               *card.get("tags", [])]))
+                               *card_section.get("tags", [])]))
     model_name = f"{resolved['run']['name']}-{stage.replace('_', '-')}"
     earlier = earlier_stages(stage, resolved)
     # The Hub's `datasets`: everything the weights were trained on, through the earlier stages too.
-    datasets = list(dict.fromkeys(filter(None, [*(hub_id(s.get("data")) for s in earlier), dataset])))
+    datasets = list(dict.fromkeys(filter(None, [*(dataset_id(s.get("data"), card_section) for s in earlier), dataset])))
     card_data = ModelCardData(
         model_name=model_name,
-        license=card.get("license"), language=card.get("language") or None, library_name="transformers",
+        license=card_section.get("license"), language=card_section.get("language") or None,
+        library_name="transformers",
         pipeline_tag=pipeline_tag, tags=tags, datasets=datasets or None,
         base_model=hub_id(base), eval_results=eval_results)
     training = section.get("training", {})
@@ -129,13 +152,14 @@ def render_card(folder: Path, stage: str, recipe_path: str, resolved: dict, card
         model_name=model_name, stage=stage, recipe_path=recipe_path, output_dir=section["output_dir"],
         backbone=backbone, config=config, metrics=metrics,
         parameters=metrics["parameters"], vocab_size=body.get("vocab_size"), data=data, base_model=base,
-        context_length=section.get("max_length") if classifier else section.get("block_size"),
+        sequence_length=section.get("max_length") if classifier else section.get("block_size"),
+        masked=masked, version=metrics.get("lm_transfer", {}).get("version"),
         training=training, stage_yaml=yaml.safe_dump({stage: _used(section)}, sort_keys=False).rstrip(),
         wall_time=format_duration(wall) if (wall := metrics.get("stage_wall_seconds")) else None,
         hardware=metrics.get("hardware"),
         needs_package=classifier or backbone == "awd_lstm",
         label_efficiency=label_efficiency, earlier_stages=earlier,
-        citations=[entry.strip() for entry in card.get("citations", [])])
+        citations=[entry.strip() for entry in card_section.get("citations", [])])
     # What ModelCard.from_template does, through an environment that lets the templates include
     # their shared parts (pipelines/model_cards/_*.md).
     template = _templates().get_template("classifier.md" if classifier else "language_model.md")

@@ -189,6 +189,9 @@ class CardSection:
     tags: List[str] = field(default_factory=list)  # added to ulmfit, lm-transfer and the backbone
     # BibTeX entries of the datasets (and anything else to credit), cited after ULMFiT (and AWD-LSTM).
     citations: List[str] = field(default_factory=list)
+    # Local data paths that are copies of Hub datasets, e.g. {../shared/data/imdb: stanfordnlp/imdb}:
+    # the card's datasets and model-index name the Hub dataset instead of the local path.
+    hub_datasets: Dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -299,6 +302,9 @@ def _check(loaded: LoadedRecipe) -> None:
             raise RecipeError(f"{path}: run.stages names '{name}' but the recipe has no '{name}' section")
     if len(set(stages)) != len(stages):
         raise RecipeError(f"{path}: run.stages: a stage is listed twice")
+    if recipe.card.license is not None and not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", recipe.card.license):
+        raise RecipeError(f"{path}: card.license: '{recipe.card.license}' is not a Hub license id "
+                          "(lower case, e.g. mit, apache-2.0, cc-by-4.0, other)")
     for index, entry in enumerate(recipe.card.citations):
         if not re.match(r"\s*@\w+\s*\{", entry):
             raise RecipeError(f"{path}: card.citations[{index}]: not a BibTeX entry (@type{{key, ...}})")

@@ -102,8 +102,8 @@ def run_recipe(recipe: LoadedRecipe, only: str | None = None, force: bool = Fals
             continue
         if not force and stage_is_current(ctx.output_dir, ctx.fingerprint):
             say_on_main(state, f"[{name}] up to date in {ctx.output_dir} (config {ctx.fingerprint}); skipped")
-            if name != "tokenizer" and state.is_main_process and refresh_card(
-                    ctx.output_dir, name, recipe.path, recipe.resolved, recipe.resolved.get("card", {})):
+            if name != "tokenizer" and state.is_main_process and refresh_card(ctx.output_dir,
+                                                                              recipe.resolved.get("card", {})):
                 print(f"[{name}] model card updated (the recipe's card section or the templates changed)",
                       flush=True)
             results[name] = json.loads((ctx.output_dir / METRICS).read_text())

@@ -11,7 +11,7 @@ from huggingface_hub import ModelCard
 from conftest import tiny_recipe, write_recipe
 from transformers import AutoModelForSequenceClassification
 
-from pipelines.cards import hub_id, render_card
+from pipelines.cards import hub_id, initial_weights, render_card
 from pipelines.cli import main
 
 
@@ -47,7 +47,7 @@ def test_classifier_card_sections_are_filled_from_the_run(awd_run):
         r"^# [\w-]+-classify$",
         r"^Labels: food, sport, tech\.$",
         rf"^\| Parameters \| {parameters:,} \|$",
-        r"^\| Context length \| \d+ tokens \|$",
+        r"^\| Input length in training \| \d+ tokens \(longer texts truncated\) \|$",
         r"^24 examples \(8 per class, stratified, seeded\)\.$",
         r"^Wall time (\d+\.\d s|\d+ min \d\d s) on 1 process on \d+ CPU cores, in (fp32|bf16 autocast)\.$",
         r"^\| learning_rate \| [\d.e-]+ \|$",
@@ -62,7 +62,7 @@ def test_classifier_card_sections_are_filled_from_the_run(awd_run):
     ]
     for stage in ("pretrain", "lm_finetune"):  # the stages it was built on, oldest first
         earlier = json.loads((folder.parent / stage / "metrics.json").read_text())
-        patterns.append(rf"^\| {stage} \| `{folder.parent / stage}` \| .*\| {earlier['eval_perplexity']:.1f} \|")
+        patterns.append(rf"^\| {stage} \| `{re.escape(str(folder.parent / stage))}` \| .*\| {earlier['eval_perplexity']:.1f} \|")
     for pattern in patterns:
         assert re.search(pattern, card.text, flags=re.MULTILINE), pattern
     assert card.text.index("| pretrain |") < card.text.index("| lm_finetune |")
@@ -138,18 +138,33 @@ def _sweep_tables(folder):
 
 
 def test_datasets_metadata_names_the_hub_datasets_of_every_stage_the_model_was_built_on(awd_run, tmp_path):
-    """As if the run had read Hub datasets: general text for pretrain, the target task after."""
+    """As if pretrain had read a Hub dataset and the target data were a local copy of another."""
     run = tmp_path / "run"
     shutil.copytree(awd_run[0] / "run", run)
-    hub_data = {"pretrain": "Salesforce/wikitext", "lm_finetune": "stanfordnlp/imdb", "classify": "stanfordnlp/imdb"}
     for folder in ("pretrain", "lm_finetune", "classifier"):
-        text = (run / folder / "recipe.yaml").read_text().replace(str(awd_run[0] / "run"), str(run))
-        recipe = yaml.safe_load(text)
-        for stage, path in hub_data.items():
-            recipe[stage]["data"]["path"] = path
+        recipe = yaml.safe_load((run / folder / "recipe.yaml").read_text().replace(str(awd_run[0] / "run"), str(run)))
+        recipe["pretrain"]["data"]["path"] = "Salesforce/wikitext"
         (run / folder / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    local = recipe["classify"]["data"]["path"]
+    assert recipe["lm_finetune"]["data"]["path"] == local
     metrics = json.loads((run / "classifier" / "metrics.json").read_text())
-    card = render_card(run / "classifier", "classify", "recipe.yaml", recipe, {}, metrics)
+
+    card = render_card(run / "classifier", "classify", "recipe.yaml", recipe, {"hub_datasets": {local: "stanfordnlp/imdb"}},
+                       metrics)
     assert card.data.datasets == ["Salesforce/wikitext", "stanfordnlp/imdb"]  # once each, oldest first
-    assert {r.dataset_type for r in card.data.eval_results} == {"stanfordnlp/imdb"}
+    assert {(r.dataset_type, r.dataset_name) for r in card.data.eval_results} == {("stanfordnlp/imdb", "stanfordnlp/imdb")}
     assert card.data.base_model is None  # its LM is a local folder
+
+    card = render_card(run / "classifier", "classify", "recipe.yaml", recipe, {}, metrics)  # no mapping
+    assert card.data.datasets == ["Salesforce/wikitext"]
+    assert {r.dataset_name for r in card.data.eval_results} == {local}
+
+
+def test_where_a_stages_weights_started():
+    """base_model and the card's lineage: init_from, else a checkpoint backbone's checkpoint; a
+    classifier with random_init (the scratch baseline) started from nothing."""
+    model = {"backbone": "transformer", "checkpoint": None}
+    assert initial_weights({"init_from": "runs/x/lm", "random_init": False, "model": model}) == "runs/x/lm"
+    assert initial_weights({"init_from": "runs/x/lm", "random_init": True, "model": model}) is None
+    assert initial_weights({"init_from": None, "model": {"backbone": "checkpoint", "checkpoint": "gpt2"}}) == "gpt2"
+    assert initial_weights({"init_from": None, "model": {"backbone": "transformer", "checkpoint": "gpt2"}}) is None

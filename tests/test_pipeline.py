@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 from conftest import tiny_recipe, write_recipe
+from huggingface_hub import ModelCard
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from pipelines.cli import main
@@ -94,6 +95,13 @@ def test_transformer_backbone_with_lora_and_scratch_baseline(tmp_path, topic_dat
     assert not any("lora" in n for n, _ in model.named_parameters())  # merged before saving
     assert result["parameters"] == sum(p.numel() for p in model.parameters())  # the card's count is the saved model's
     assert type(model.backbone).__name__ == "LlamaModel"
+    # the cards of a transformer run: a plain transformers LM, the classifier beside its baseline
+    lm_card = ModelCard.load(tmp_path / "run" / "pretrain" / "README.md")
+    assert lm_card.data.pipeline_tag == "text-generation" and "llama" in lm_card.data.tags
+    assert "AutoModelForCausalLM.from_pretrained" in lm_card.text and "import pipelines" not in lm_card.text
+    card = ModelCard.load(tmp_path / "run" / "classifier" / "README.md").text
+    assert f"| Accuracy | {100 * result['test_accuracy']:.1f} % | {100 * result['scratch']['test_accuracy']:.1f} % |" in card
+    assert "(with the from-scratch comparison below)" in card and "peft:" in card
 
 
 def test_masked_lm_checkpoint_is_fine_tuned_with_its_own_objective(tmp_path, topic_data):
@@ -120,6 +128,12 @@ def test_masked_lm_checkpoint_is_fine_tuned_with_its_own_objective(tmp_path, top
     assert lm["train_loss_curve"][-1] < lm["train_loss_curve"][0] - 0.5, lm["train_loss_curve"]
     classifier = AutoModelForSequenceClassification.from_pretrained(tmp_path / "run" / "classifier")
     assert type(classifier.backbone).__name__ == "BertModel"
+    card = ModelCard.load(tmp_path / "run" / "lm_finetune" / "README.md")
+    assert card.data.pipeline_tag == "fill-mask" and card.data.base_model is None  # a local encoder, not a Hub id
+    assert f"| Initialised from | `{tmp_path / 'encoder'}` |" in card.text
+    assert "A masked language model (bert)" in card.text and "AutoModelForMaskedLM.from_pretrained" in card.text
+    classifier_card = (tmp_path / "run" / "classifier" / "README.md").read_text()
+    assert f"| initial weights | `{tmp_path / 'encoder'}` |" in classifier_card  # the lineage's root
 
 
 def test_single_stage_needs_earlier_stages_built(tmp_path, topic_data, capsys):

@@ -88,6 +88,7 @@ def test_fingerprint_changes_for_the_edited_stage_and_every_later_one(recipe_fil
     ("classify.init_from=./missing_lm", "classify.init_from: local path './missing_lm' does not exist"),
     ("card.citations=[Maas et al. 2011]", "card.citations[0]: not a BibTeX entry"),
     ("card.licence=mit", "card.licence"),
+    ("card.license=MIT", "card.license: 'MIT' is not a Hub license id"),
 ])
 def test_bad_recipes_fail_naming_file_and_key(recipe_file, override, message):
     with pytest.raises(RecipeError) as err:
