@@ -26,7 +26,7 @@ import yaml
 from huggingface_hub import HfApi, ModelCard, get_token, is_offline_mode
 from huggingface_hub.errors import HfHubHTTPError
 
-from .cards import CARD
+from .cards import CARD, initial_weights
 from .errors import LmTransferError
 
 
@@ -50,27 +50,27 @@ def stage_record(folder: Path) -> dict:
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
-def card_for_repo(folder: Path, repo_id: str, base_model: str | None = None) -> ModelCard:
+def card_for_repo(folder: Path, stage: str, repo_id: str, base_model: str | None = None) -> ModelCard:
     """The folder's card as it reads on the Hub under `repo_id`: the loading example names the repo,
-    and with `base_model` (the Hub repo where the stage's init_from folder was published) so do the
-    card's base_model metadata and the text that named the local folder."""
+    and with `base_model` (the Hub repo where the model this stage started from was published) so
+    do the card's base_model metadata and the text that named the local folder."""
     card = ModelCard.load(folder / CARD)
     card.text = re.sub(r'from_pretrained\("[^"]*"\)', f'from_pretrained("{repo_id}")', card.text)
     if base_model:
         if not _REPO_ID.match(base_model) or Path(base_model).exists():  # (a local folder is not a repo)
             raise PublishError(f"--base-model {base_model!r}: give the Hub repo id (user/name) "
                                "the base model was published to")
-        stage = json.loads((folder / "metrics.json").read_text())["lm_transfer"]["stage"]
-        init_from = (yaml.safe_load((folder / "recipe.yaml").read_text()).get(stage) or {}).get("init_from")
-        if not init_from:
-            raise PublishError(f"--base-model: {folder} was trained from scratch (its {stage} stage has no init_from)")
-        card.text = card.text.replace(f"`{init_from}`", f"[`{base_model}`](https://huggingface.co/{base_model})")
+        started_from = initial_weights(yaml.safe_load((folder / "recipe.yaml").read_text())[stage])
+        if not started_from:
+            raise PublishError(f"--base-model: {folder} was trained from random weights (its {stage} stage "
+                               "has no init_from)")
+        card.text = card.text.replace(f"`{started_from}`", f"[`{base_model}`](https://huggingface.co/{base_model})")
         card.data.base_model = base_model
     return card
 
 
 def publish(folder: str | Path, repo_id: str, private: bool = False, dry_run: bool = False,
-            endpoint: str | None = None, base_model: str | None = None, revision: str | None = None) -> str:
+            base_model: str | None = None, revision: str | None = None) -> str:
     """Uploads `folder` to the model repo `repo_id` (on branch `revision` when given); returns the
     commit URL (or, for a dry run, the listing that would go up). `base_model`: the Hub repo the
     stage's init_from folder was published to, for the card's lineage."""
@@ -78,7 +78,7 @@ def publish(folder: str | Path, repo_id: str, private: bool = False, dry_run: bo
     record = stage_record(folder)
     if not _REPO_ID.match(repo_id):
         raise PublishError(f"--repo-id {repo_id!r}: give user/name (or organization/name)")
-    card = card_for_repo(folder, repo_id, base_model)
+    card = card_for_repo(folder, record["stage"], repo_id, base_model)
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     where = f"{repo_id}{f' (branch {revision})' if revision else ''}"
     if dry_run:
@@ -89,15 +89,22 @@ def publish(folder: str | Path, repo_id: str, private: bool = False, dry_run: bo
         lines += ["card metadata:", yaml.safe_dump(card.data.to_dict(), sort_keys=False).rstrip()]
         return "\n".join(lines)
     if is_offline_mode():
-        raise PublishError("HF_HUB_OFFLINE=1: publishing needs the Hub; unset it (or use --dry-run)")
+        raise PublishError("offline mode (HF_HUB_OFFLINE=1): publishing needs the Hub; unset it (or use --dry-run)")
     token = get_token()
     if token is None:
         raise PublishError("no Hugging Face token: set HF_TOKEN or log in with `hf auth login` "
                            "(a token with write access)")
-    api = HfApi(endpoint=endpoint, token=token)
+    api = HfApi(token=token)
     message = f"lm-transfer: {record['stage']} stage of {record['recipe']}"
     try:
+        try:  # the Hub's own check of the card's metadata, before the repo is created
+            card.validate()
+        except ValueError as err:
+            raise PublishError(f"the Hub refused the card's metadata ({CARD}): {' '.join(str(err).split())}") from None
         api.create_repo(repo_id, private=private, exist_ok=True)
+        if private and not api.repo_info(repo_id).private:  # (create_repo leaves an existing repo as it is)
+            raise PublishError(f"--private: {repo_id} exists and is public; make it private on the Hub first, "
+                               "or publish without --private")
         if revision:
             api.create_branch(repo_id, branch=revision, exist_ok=True)
         # delete_patterns: the repo (branch) ends up exactly the folder: files of an earlier upload,

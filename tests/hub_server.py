@@ -18,16 +18,18 @@ class FakeHub:
         # ("files" and "commits" are main's)
         self.repos: dict[str, dict] = {}
         self.reject_token: str | None = None  # a token answered with 401
+        self.card_errors: list[str] = []  # what /api/validate-yaml answers (400) when not empty
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args):  # quiet
                 pass
 
-            def _reply(self, status: int, body: dict):
-                data = json.dumps(body).encode()
+            def _reply(self, status: int, body: dict | list | str):
+                text = isinstance(body, str)
+                data = body.encode() if text else json.dumps(body).encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", "text/plain" if text else "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -49,7 +51,16 @@ class FakeHub:
                     hub.repos[repo_id] = {"private": private, "files": {}, "commits": [], "branches": {}}
                     return self._reply(200, {"url": self._url(repo_id), "name": repo_id})
                 if self.command == "POST" and parts == ["api", "validate-yaml"]:  # the card's metadata
+                    if hub.card_errors and self.headers.get("Accept") == "text/plain":  # (as RepoCard.validate asks)
+                        return self._reply(400, "\n".join(hub.card_errors))
+                    if hub.card_errors:
+                        return self._reply(400, {"errors": [{"message": m} for m in hub.card_errors]})
                     return self._reply(200, {"errors": [], "warnings": []})
+                if self.command == "GET" and parts[:2] == ["api", "models"] and len(parts) == 4:  # repo info
+                    repo_id = f"{parts[2]}/{parts[3]}"
+                    if repo_id not in hub.repos:
+                        return self._reply(404, {"error": "Repository not found"})
+                    return self._reply(200, {"id": repo_id, "private": hub.repos[repo_id]["private"]})
                 if self.command == "POST" and parts[:2] == ["api", "models"] and parts[4] == "preupload":
                     files = json.loads(body)["files"]
                     return self._reply(200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}

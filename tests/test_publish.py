@@ -49,9 +49,10 @@ def test_publish_creates_the_repo_and_uploads_the_folder_as_it_is(awd_run, run_c
     assert repo["commits"] == [f"lm-transfer: classify stage of {awd_run[1]}"]
     # (huggingface_hub may also GET informational endpoints; the writes are these, in order)
     assert [r["path"].split("?")[0] for r in hub.requests if r["method"] == "POST"] == [
-        "/api/repos/create", "/api/validate-yaml", "/api/models/someone/topics-ulmfit/preupload/main",
+        "/api/validate-yaml", "/api/repos/create", "/api/validate-yaml", "/api/models/someone/topics-ulmfit/preupload/main",
         "/api/models/someone/topics-ulmfit/commit/main"]
-    assert {r["authorization"] for r in hub.requests if r["method"] == "POST"} == {f"Bearer {TOKEN}"}
+    writes = [r for r in hub.requests if r["method"] == "POST" and r["path"] != "/api/validate-yaml"]
+    assert {r["authorization"] for r in writes} == {f"Bearer {TOKEN}"}  # (the card check needs no token)
     out = capsys.readouterr()
     assert out.out.strip().endswith(f"/someone/topics-ulmfit/commit/{'0' * 40}")
     assert TOKEN not in out.out + out.err
@@ -106,8 +107,8 @@ def test_offline_mode_is_one_clear_error_not_a_traceback(awd_run, tmp_path):
     done = subprocess.run([sys.executable, "-m", "pipelines", "publish", str(awd_run[0] / "run" / "classifier"),
                            "--repo-id", "someone/x"], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines()[-1] == ("error: HF_HUB_OFFLINE=1: publishing needs the Hub; unset it "
-                                                    "(or use --dry-run)")
+    assert done.stderr.strip().splitlines()[-1] == ("error: offline mode (HF_HUB_OFFLINE=1): publishing needs "
+                                                    "the Hub; unset it (or use --dry-run)")
     assert "Traceback" not in done.stderr
 
 
@@ -131,7 +132,7 @@ def test_base_model_names_the_published_lm_in_metadata_and_text(awd_run, run_cop
 def test_base_model_on_a_model_trained_from_scratch_and_bad_repo_ids_are_refused(run_copy, hub, capsys):
     pretrain = str(run_copy / "pretrain")
     assert main(["publish", pretrain, "--repo-id", "someone/x", "--base-model", "someone/y"]) == 2
-    assert "was trained from scratch (its pretrain stage has no init_from)" in capsys.readouterr().err
+    assert "was trained from random weights (its pretrain stage has no init_from)" in capsys.readouterr().err
     assert main(["publish", pretrain, "--repo-id", "no-namespace"]) == 2
     assert "--repo-id 'no-namespace': give user/name" in capsys.readouterr().err
     assert main(["publish", str(run_copy / "classifier"), "--repo-id", "someone/x", "--base-model", str(run_copy / "lm_finetune")]) == 2
@@ -153,3 +154,19 @@ def test_revision_uploads_to_a_branch_created_when_missing(run_copy, hub):
     pretrained_card = ModelCard(repo["branches"]["pretrain"]["files"]["README.md"].decode())
     assert pretrained_card.data.pipeline_tag == "text-generation"
     assert repo["branches"]["pretrain"]["files"]["model.safetensors"] == (run_copy / "pretrain" / "model.safetensors").read_bytes()
+
+
+def test_a_card_the_hub_refuses_stops_before_the_repo_is_created(run_copy, hub, capsys):
+    hub.card_errors = ['"license" must be one of [apache-2.0, mit, ...]']
+    assert main(["publish", str(run_copy / "classifier"), "--repo-id", "someone/x"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: the Hub refused the card's metadata (README.md): ")
+    assert '"license" must be one of' in err[0]
+    assert hub.repos == {}
+
+
+def test_private_is_refused_for_an_existing_public_repo(run_copy, hub, capsys):
+    assert main(["publish", str(run_copy / "classifier"), "--repo-id", "someone/x"]) == 0
+    assert main(["publish", str(run_copy / "classifier"), "--repo-id", "someone/x", "--private"]) == 2
+    assert "--private: someone/x exists and is public" in capsys.readouterr().err
+    assert len(hub.repos["someone/x"]["commits"]) == 1  # nothing uploaded the second time
