@@ -174,7 +174,8 @@ class SweepSection:
     # ULMFiT Tables 6-7: extra arms run at one budget, reported as tables.
     ablation_examples_per_class: Optional[int] = None
     ablations: List[AblationTable] = field(default_factory=list)
-    # Keep each cell's trained classifier (large: one model per cell).
+    # Keep each fine-tuned cell's classifier in <output_dir>/models/<arm>-<per class>-<seed>, with
+    # metrics.json, recipe.yaml and its card, so `lm-transfer publish` takes it (one model per cell).
     save_models: bool = False
 
 

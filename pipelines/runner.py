@@ -134,8 +134,7 @@ def _run_stage(ctx: StageContext) -> dict:
     metrics["lm_transfer"] = {"stage": ctx.name, "config_fingerprint": ctx.fingerprint, "recipe": ctx.recipe.path,
                               "version": __version__}
     if state.is_main_process:
-        (ctx.partial_dir / METRICS).write_text(json.dumps(metrics, indent=2, sort_keys=True))
-        (ctx.partial_dir / "recipe.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(ctx.recipe.resolved)))
+        write_record(ctx.partial_dir, metrics, ctx.recipe.resolved)
         if ctx.name != "tokenizer":  # a model: its folder gets the card the Hub shows
             write_card(ctx.partial_dir, ctx.name, ctx.recipe.path, ctx.recipe.resolved,
                        ctx.recipe.resolved.get("card", {}), metrics)
@@ -144,6 +143,12 @@ def _run_stage(ctx: StageContext) -> dict:
         shutil.rmtree(ctx.work_dir, ignore_errors=True)
     state.wait_for_everyone()
     return metrics
+
+
+def write_record(folder: Path, metrics: dict, resolved: dict) -> None:
+    """What a model folder says about itself beside the weights: metrics.json and the resolved recipe."""
+    (folder / METRICS).write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    (folder / "recipe.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
 
 
 def describe_hardware(state: PartialState) -> str:

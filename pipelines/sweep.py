@@ -32,7 +32,8 @@ from .cards import write_card
 from .config import ARM_METHODS, STAGE_KINDS, ArmSection, LoadedRecipe, build_recipe
 from .data import classification_splits, stratified_indices
 from .errors import DataError, RecipeError
-from .runner import run_recipe, say_on_main, stage_is_current
+from . import __version__
+from .runner import describe_hardware, run_recipe, say_on_main, stage_is_current, write_record
 from .sweep_report import card_section, write_atomically, write_report
 from .training_args import build_training_args
 
@@ -370,12 +371,32 @@ class CellRunner:
         result = fit_and_test(cfg, model, self._tokenizer, train_tok, self._test_tok, seed, str(cell_dir),
                               quiet=True, save_strategy="no", disable_tqdm=True)
         if self.arm.recipe.config.sweep.save_models and self.state.is_main_process:
-            save_classifier(result["model"], self._tokenizer, self.label_names,
-                            self.work_dir.parent / "models" / cell_dir.name)
+            folder = self.work_dir.parent / "models" / cell_dir.name
+            saved = save_classifier(result["model"], self._tokenizer, self.label_names, folder)
+            self._complete_model_folder(folder, saved, cfg, result["metrics"], len(indices), seed)
         if self.state.is_main_process:
             shutil.rmtree(cell_dir, ignore_errors=True)
         metrics = result["metrics"]
         return result["predictions"], metrics["train_runtime"], {k: metrics[k] for k in ("dev_examples", "chosen_epoch")}
+
+    def _complete_model_folder(self, folder: Path, model, cfg, scores: dict, train_examples: int, seed: int) -> None:
+        """A kept cell's classifier gets what a classify stage's folder has (metrics.json, the
+        resolved recipe of the cell, the card), so `lm-transfer publish` takes it like any model."""
+        resolved = json.loads(json.dumps(self.arm.recipe.resolved))  # a copy
+        name = f"{resolved['run']['name']}-{folder.name}"
+        resolved["run"].update(name=name, seed=seed)
+        resolved["classify"].update(output_dir=str(folder), examples_per_class=cfg.examples_per_class)
+        resolved["classify"]["data"]["max_test_examples"] = self.arm.recipe.config.sweep.test_examples
+        metrics = {**scores, "train_examples": train_examples, "test_examples": len(self.test),
+                   "labels": self.label_names, "examples_per_class": cfg.examples_per_class,
+                   "parameters": sum(p.numel() for p in model.parameters()),
+                   "hardware": describe_hardware(self.state),
+                   "lm_transfer": {"stage": "classify", "config_fingerprint": self.arm.fingerprint,
+                                   "recipe": self.arm.recipe.path, "version": __version__,
+                                   "sweep_cell": {"arm": self.arm.name, "examples_per_class": cfg.examples_per_class,
+                                                  "seed": seed}}}
+        write_record(folder, metrics, resolved)
+        write_card(folder, "classify", self.arm.recipe.path, resolved, resolved.get("card", {}), metrics)
 
     # -- probe: frozen body, pooled features, logistic regression
     def _probe(self, indices, per_class, seed):

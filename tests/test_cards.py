@@ -168,3 +168,28 @@ def test_where_a_stages_weights_started():
     assert initial_weights({"init_from": "runs/x/lm", "random_init": True, "model": model}) is None
     assert initial_weights({"init_from": None, "model": {"backbone": "checkpoint", "checkpoint": "gpt2"}}) == "gpt2"
     assert initial_weights({"init_from": None, "model": {"backbone": "transformer", "checkpoint": "gpt2"}}) is None
+
+
+def test_a_kept_sweep_cell_is_a_publishable_model_folder(tmp_path, topic_data, capsys):
+    recipe = tiny_recipe(topic_data, tmp_path / "run")
+    recipe["run"]["stages"] = ["tokenizer", "pretrain", "classify"]
+    recipe["classify"]["init_from"] = "${pretrain.output_dir}"
+    recipe["card"] = {"license": "mit"}
+    recipe["sweep"] = {"output_dir": "${run.output_dir}/sweep", "arms": ["pretrained", "tfidf_lr"], "reference": "tfidf_lr",
+                       "examples_per_class": [3], "seeds": [1], "test_examples": 30, "save_models": True}
+    path = str(write_recipe(tmp_path / "recipe.yaml", recipe))
+    assert main(["sweep", path]) == 0
+    folder = tmp_path / "run" / "sweep" / "models" / "pretrained-3-1"
+    assert sorted(p.name for p in (tmp_path / "run" / "sweep" / "models").iterdir()) == ["pretrained-3-1"]
+    row = next(json.loads(line) for line in (tmp_path / "run" / "sweep" / "results.jsonl").read_text().splitlines()
+               if json.loads(line)["arm"] == "pretrained")
+    card, metrics = _card_and_metrics(folder)
+    assert {r.metric_type: r.metric_value for r in card.data.eval_results} == {"accuracy": row["accuracy"],
+                                                                               "f1": row["f1_macro"]}
+    assert metrics["lm_transfer"]["sweep_cell"] == {"arm": "pretrained", "examples_per_class": 3, "seed": 1}
+    assert card.data.license == "mit" and "9 examples (3 per class, stratified, seeded)." in card.text
+    assert "On 30 examples of split `test` (a stratified, seeded subset)" in card.text
+    assert AutoModelForSequenceClassification.from_pretrained(folder).config.num_labels == 3
+    capsys.readouterr()
+    assert main(["publish", str(folder), "--repo-id", "someone/topics", "--revision", "pretrained-3-1", "--dry-run"]) == 0
+    assert "would upload to someone/topics (branch pretrained-3-1)" in capsys.readouterr().out
