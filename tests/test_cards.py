@@ -67,6 +67,8 @@ def test_classifier_card_sections_are_filled_from_the_run(awd_run):
         assert re.search(pattern, card.text, flags=re.MULTILINE), pattern
     assert card.text.index("| pretrain |") < card.text.index("| lm_finetune |")
     assert "{{" not in card.content and "None" not in card.text  # nothing left unfilled
+    assert not re.search(r"^\| [^|]+ \| *\|$", card.text, flags=re.MULTILINE)  # no two-column row without a value
+    assert not re.search(r"(?<!`)``(?!`)|\(\)", card.text)  # nor an empty name in code or brackets
 
 
 def test_hub_ids_are_told_from_local_paths(tmp_path, monkeypatch):
