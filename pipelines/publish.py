@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
-from huggingface_hub import HfApi, ModelCard, get_token, is_offline_mode
+from huggingface_hub import HfApi, ModelCard, constants, get_token, is_offline_mode
 from huggingface_hub.errors import HfHubHTTPError
 
 from .cards import CARD, initial_weights
@@ -117,6 +117,12 @@ def publish(folder: str | Path, repo_id: str, private: bool = False, dry_run: bo
         hint = {401: "the token was refused", 403: "the token may not write to this namespace"}.get(status, "")
         raise PublishError(f"publishing to {where} failed: HTTP {status}"
                            f"{f' ({hint})' if hint else ''}: {err.server_message or 'no message'}") from None
+    except Exception as err:
+        # No connection at all: huggingface_hub lets its HTTP client's error through (httpx in 1.x,
+        # httpx2 in 2.x), which would otherwise end the command in a traceback.
+        if type(err).__module__.split(".")[0] not in ("httpx", "httpx2"):
+            raise
+        raise PublishError(f"cannot reach the Hub at {constants.ENDPOINT}: {err}") from None
     return commit.commit_url
 
 

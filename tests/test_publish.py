@@ -170,3 +170,13 @@ def test_private_is_refused_for_an_existing_public_repo(run_copy, hub, capsys):
     assert main(["publish", str(run_copy / "classifier"), "--repo-id", "someone/x", "--private"]) == 2
     assert "--private: someone/x exists and is public" in capsys.readouterr().err
     assert len(hub.repos["someone/x"]["commits"]) == 1  # nothing uploaded the second time
+
+
+def test_no_connection_to_the_hub_is_one_clear_error(run_copy, monkeypatch, capsys):
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    with FakeHub() as closed:  # a port that was just served and is now closed: connection refused
+        endpoint = closed.endpoint
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    assert main(["publish", str(run_copy / "classifier"), "--repo-id", "someone/x"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: cannot reach the Hub at {endpoint}: ")
