@@ -140,7 +140,8 @@ def render_card(folder: Path, stage: str, recipe_path: str, resolved: dict, card
     model_name = f"{resolved['run']['name']}-{stage.replace('_', '-')}"
     earlier = earlier_stages(stage, resolved)
     # The Hub's `datasets`: everything the weights were trained on, through the earlier stages too.
-    datasets = list(dict.fromkeys(filter(None, [*(dataset_id(s.get("data"), card_section) for s in earlier), dataset])))
+    trained_on = [*(dataset_id(s.get("data"), card_section) for s in earlier), dataset]
+    datasets = list(dict.fromkeys(filter(None, trained_on)))
     card_data = ModelCardData(
         model_name=model_name,
         license=card_section.get("license"), language=card_section.get("language") or None,
