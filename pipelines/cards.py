@@ -82,8 +82,8 @@ def refresh_card(folder: Path, card_section: dict) -> bool:
     kept = _SWEEP_TABLES.search(before) if (folder / "curve.png").exists() else None
     metrics = json.loads((folder / "metrics.json").read_text())
     built_by = metrics["lm_transfer"]  # (a sweep arm may share the folder: the recipe that built it)
-    resolved = yaml.safe_load((folder / "recipe.yaml").read_text())
-    after = render_card(folder, built_by["stage"], built_by["recipe"], resolved, card_section, metrics,
+    resolved = {**yaml.safe_load((folder / "recipe.yaml").read_text()), "card": card_section}
+    after = render_card(folder, built_by["stage"], built_by["recipe"], resolved, metrics,
                         kept.group(1) if kept else None)
     if str(after) == before:
         return False
@@ -94,20 +94,21 @@ def refresh_card(folder: Path, card_section: dict) -> bool:
 _SWEEP_TABLES = re.compile(r"<!-- lm-transfer:sweep-tables[^>]*-->\n(.*?)\n<!-- /lm-transfer:sweep-tables -->", re.S)
 
 
-def write_card(folder: Path, stage: str, recipe_path: str, resolved: dict, card_section: dict, metrics: dict,
+def write_card(folder: Path, stage: str, recipe_path: str, resolved: dict, metrics: dict,
                label_efficiency: str | None = None) -> ModelCard:
     """Render and save the card of a finished stage's folder (see render_card)."""
-    rendered = render_card(folder, stage, recipe_path, resolved, card_section, metrics, label_efficiency)
+    rendered = render_card(folder, stage, recipe_path, resolved, metrics, label_efficiency)
     rendered.save(folder / CARD)
     return rendered
 
 
-def render_card(folder: Path, stage: str, recipe_path: str, resolved: dict, card_section: dict, metrics: dict,
+def render_card(folder: Path, stage: str, recipe_path: str, resolved: dict, metrics: dict,
                 label_efficiency: str | None = None) -> ModelCard:
-    """The card of a finished stage's folder. `resolved` is the resolved recipe, `card_section` its
-    card section, `metrics` what the stage wrote to metrics.json, `label_efficiency` the recipe's sweep
-    tables (Markdown) when the sweep ran, with curve.png in the folder."""
-    section = resolved[stage]
+    """The card of a finished stage's folder. `resolved` is the resolved recipe (its card section
+    gives what no output can tell), `metrics` what the stage wrote to metrics.json,
+    `label_efficiency` the recipe's sweep tables (Markdown) when the sweep ran, with curve.png in
+    the folder."""
+    section, card_section = resolved[stage], resolved.get("card") or {}
     config = json.loads((folder / "config.json").read_text())
     classifier = stage == "classify"
     body = config.get("backbone") or config  # a transformer classifier nests its body's config

@@ -136,8 +136,7 @@ def _run_stage(ctx: StageContext) -> dict:
     if state.is_main_process:
         write_record(ctx.partial_dir, metrics, ctx.recipe.resolved)
         if ctx.name != "tokenizer":  # a model: its folder gets the card the Hub shows
-            write_card(ctx.partial_dir, ctx.name, ctx.recipe.path, ctx.recipe.resolved,
-                       ctx.recipe.resolved.get("card", {}), metrics)
+            write_card(ctx.partial_dir, ctx.name, ctx.recipe.path, ctx.recipe.resolved, metrics)
         shutil.rmtree(ctx.output_dir, ignore_errors=True)
         ctx.partial_dir.rename(ctx.output_dir)
         shutil.rmtree(ctx.work_dir, ignore_errors=True)

@@ -12,6 +12,7 @@ a smaller budget is a subset of a larger one (`data.stratified_indices`).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -28,11 +29,11 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 from transformers import set_seed
 
+from . import __version__
 from .cards import write_card
 from .config import ARM_METHODS, STAGE_KINDS, ArmSection, LoadedRecipe, build_recipe
 from .data import classification_splits, stratified_indices
 from .errors import DataError, RecipeError
-from . import __version__
 from .runner import describe_hardware, run_recipe, say_on_main, stage_is_current, write_record
 from .sweep_report import card_section, write_atomically, write_report
 from .training_args import build_training_args
@@ -382,7 +383,7 @@ class CellRunner:
     def _complete_model_folder(self, folder: Path, model, cfg, scores: dict, train_examples: int, seed: int) -> None:
         """A kept cell's classifier gets what a classify stage's folder has (metrics.json, the
         resolved recipe of the cell, the card), so `lm-transfer publish` takes it like any model."""
-        resolved = json.loads(json.dumps(self.arm.recipe.resolved))  # a copy
+        resolved = copy.deepcopy(self.arm.recipe.resolved)
         name = f"{resolved['run']['name']}-{folder.name}"
         resolved["run"].update(name=name, seed=seed)
         resolved["classify"].update(output_dir=str(folder), examples_per_class=cfg.examples_per_class)
@@ -396,7 +397,7 @@ class CellRunner:
                                    "sweep_cell": {"arm": self.arm.name, "examples_per_class": cfg.examples_per_class,
                                                   "seed": seed}}}
         write_record(folder, metrics, resolved)
-        write_card(folder, "classify", self.arm.recipe.path, resolved, resolved.get("card", {}), metrics)
+        write_card(folder, "classify", self.arm.recipe.path, resolved, metrics)
 
     # -- probe: frozen body, pooled features, logistic regression
     def _probe(self, indices, per_class, seed):
@@ -557,8 +558,8 @@ def _show_on_classifier_card(plan: Plan, section: str) -> None:
     if not stage_is_current(folder, recipe.fingerprints()["classify"]):
         return
     shutil.copyfile(plan.output_dir / "curve.png", folder / "curve.png")
-    write_card(folder, "classify", recipe.path, recipe.resolved, recipe.resolved.get("card", {}),
-               json.loads((folder / "metrics.json").read_text()), label_efficiency=section)
+    write_card(folder, "classify", recipe.path, recipe.resolved, json.loads((folder / "metrics.json").read_text()),
+               label_efficiency=section)
     say_on_main(PartialState(), f"sweep: curve and tables added to the card of {folder}")
 
 

@@ -151,13 +151,13 @@ def test_datasets_metadata_names_the_hub_datasets_of_every_stage_the_model_was_b
     assert recipe["lm_finetune"]["data"]["path"] == local
     metrics = json.loads((run / "classifier" / "metrics.json").read_text())
 
-    card = render_card(run / "classifier", "classify", "recipe.yaml", recipe, {"hub_datasets": {local: "stanfordnlp/imdb"}},
-                       metrics)
+    mapped = {**recipe, "card": {"hub_datasets": {local: "stanfordnlp/imdb"}}}
+    card = render_card(run / "classifier", "classify", "recipe.yaml", mapped, metrics)
     assert card.data.datasets == ["Salesforce/wikitext", "stanfordnlp/imdb"]  # once each, oldest first
     assert {(r.dataset_type, r.dataset_name) for r in card.data.eval_results} == {("stanfordnlp/imdb", "stanfordnlp/imdb")}
     assert card.data.base_model is None  # its LM is a local folder
 
-    card = render_card(run / "classifier", "classify", "recipe.yaml", recipe, {}, metrics)  # no mapping
+    card = render_card(run / "classifier", "classify", "recipe.yaml", {**recipe, "card": {}}, metrics)  # no mapping
     assert card.data.datasets == ["Salesforce/wikitext"]
     assert {r.dataset_name for r in card.data.eval_results} == {local}
 
