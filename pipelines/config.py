@@ -261,6 +261,7 @@ def build_recipe(raw, path: str) -> LoadedRecipe:
     """Type-check, resolve and validate a recipe document (a loaded file, or a sweep arm's
     derivation of one). `path` names it in every error."""
     raw = OmegaConf.create(OmegaConf.to_container(raw, resolve=False))
+    _refuse_environment(raw, path)
     definitions = {}
     sweep = raw.get("sweep")
     if isinstance(sweep, DictConfig) and "arm_definitions" in sweep:
@@ -279,6 +280,33 @@ def build_recipe(raw, path: str) -> LoadedRecipe:
     loaded = LoadedRecipe(path=path, config=recipe, resolved=resolved, raw=raw, arm_definitions=definitions)
     _check(loaded)
     return loaded
+
+
+def _refuse_environment(raw, path: str) -> None:
+    """Recipes may not read environment variables (${oc.env:...}, nested or inside a string, arm
+    fragments included): the resolved recipe is written to recipe.yaml and the model cards that
+    `publish` uploads, so a token read from the environment would go to the Hub. A resolver named
+    by an interpolation (${${name}:X}) may be oc.env: refused too."""
+    from omegaconf.grammar.gen.OmegaConfGrammarParser import OmegaConfGrammarParser
+    from omegaconf.grammar_parser import parse
+
+    nodes = [("", OmegaConf.to_container(raw, resolve=False))]  # (key, a value or a node of its parse tree)
+    while nodes:
+        key, node = nodes.pop()
+        if isinstance(node, dict):
+            nodes += [(f"{key}.{k}" if key else str(k), v) for k, v in node.items()]
+        elif isinstance(node, list):
+            nodes += [(f"{key}[{i}]", v) for i, v in enumerate(node)]
+        elif isinstance(node, str) and "${" in node:  # (OmegaConf checked its grammar when loading it)
+            nodes.append((key, parse(node)))
+        elif isinstance(node, OmegaConfGrammarParser.InterpolationResolverContext) and (
+                (name := node.resolverName().getText()) == "oc.env" or "${" in name):
+            raise RecipeError(f"{path}: {key}: reads an environment variable (${{oc.env:...}}), which recipes "
+                              "cannot: the resolved recipe goes into recipe.yaml and the model cards that publish "
+                              "uploads; write the value in the recipe or pass it as a key=value override (a Hub "
+                              "token comes from HF_TOKEN or `hf auth login` and never belongs in a recipe)")
+        elif hasattr(node, "getChildren"):
+            nodes += [(key, child) for child in node.getChildren()]
 
 
 @contextmanager

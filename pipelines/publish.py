@@ -3,10 +3,11 @@ tokenizer, metrics.json, recipe.yaml, the card README.md) becomes the repo's con
 
 Steps: check the folder is a finished lm-transfer stage -> point its card at the repo (the loading
 example names it; with --base-model, the card's base_model and its mentions of the local folder it
-was fine-tuned from name that repo instead) -> (dry run: list files and card metadata, stop) ->
-refuse offline mode and a missing token -> create the repo (and the branch) when missing -> make the
-repo's content the folder, with that card, in one commit (uploads and deletions) whose message
-names the recipe and stage. The folder itself is left as its stage wrote it.
+was fine-tuned from name that repo instead) -> rewrite the user's absolute paths in the text files
+that go up (public_text) and refuse a file that holds a Hub token -> (dry run: list files and card
+metadata, stop) -> refuse offline mode and a missing token -> create the repo (and the branch) when
+missing -> make the repo's content the folder, with that card, in one commit (uploads and
+deletions) whose message names the recipe and stage. The folder itself is left as its stage wrote it.
 The token comes from HF_TOKEN or the cached login (`hf auth login`); it is passed to
 huggingface_hub and never printed, logged or written by this module.
 """
@@ -48,6 +49,30 @@ def stage_record(folder: Path) -> dict:
 
 
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+# An absolute local path (or a ~ one) of two components or more, as cards, recipes and JSON files
+# write it: at the start or after a space, quote, bracket, "=", "," or ">", so never inside a URL
+# ("https://...") or a closing HTML tag ("</details>"). One component ("/tmp") names nothing of the user's.
+_SEGMENT = r"/[^\s\"'`()\[\]{}<>,;:|/]+"
+_LOCAL_PATH = re.compile(rf"""(?<![^\s"'`(\[{{=,>])(?:~|{_SEGMENT})(?:{_SEGMENT})+""")
+# Files whose text goes up with its paths rewritten and is scanned for tokens.
+_TEXT_SUFFIXES = {".json", ".jsonl", ".yaml", ".yml", ".md", ".txt", ".csv", ".tsv"}
+# A tokenizer's vocabulary is learned text, not paths: rewriting a token ("/usr/lib") would break
+# it. It is still scanned for tokens.
+_VOCABULARIES = {"tokenizer.json", "vocab.json", "vocab.txt", "merges.txt"}
+# Hugging Face user access tokens (hf_ + 34 characters) and organization API tokens.
+_TOKEN = re.compile(rb"(?<![A-Za-z0-9])(?:hf_|api_org_)[A-Za-z0-9]{30,}")
+
+
+def public_text(text: str) -> str:
+    """`text` without the user's machine in it: an absolute local path becomes relative to the
+    working directory when it lies under it, else its last component (the folder or file name)."""
+    cwd = Path.cwd()
+
+    def public(match: re.Match) -> str:
+        path = Path(os.path.expanduser(match.group()))
+        return path.relative_to(cwd).as_posix() if path.is_relative_to(cwd) else path.name
+
+    return _LOCAL_PATH.sub(public, text)
 
 
 def card_for_repo(folder: Path, stage: str, repo_id: str, base_model: str | None = None) -> ModelCard:
@@ -66,7 +91,7 @@ def card_for_repo(folder: Path, stage: str, repo_id: str, base_model: str | None
                                "has no init_from)")
         card.text = card.text.replace(f"`{started_from}`", f"[`{base_model}`](https://huggingface.co/{base_model})")
         card.data.base_model = base_model
-    return card
+    return ModelCard(public_text(str(card)))
 
 
 def publish(folder: str | Path, repo_id: str, private: bool = False, dry_run: bool = False,
@@ -79,13 +104,14 @@ def publish(folder: str | Path, repo_id: str, private: bool = False, dry_run: bo
     if not _REPO_ID.match(repo_id):
         raise PublishError(f"--repo-id {repo_id!r}: give user/name (or organization/name)")
     card = card_for_repo(folder, record["stage"], repo_id, base_model)
-    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    uploads = _uploads(folder, card)
+    _refuse_tokens(folder, uploads)
     where = f"{repo_id}{f' (branch {revision})' if revision else ''}"
     if dry_run:
-        sizes = {p: len(str(card).encode()) if p.name == CARD else p.stat().st_size for p in files}
+        sizes = {name: (folder / name).stat().st_size if text is None else len(text) for name, text in uploads.items()}
         lines = [f"would upload to {where}, {'private' if private else 'public'}, "
-                 f"{len(files)} files, {sum(sizes.values()):,} bytes:"]
-        lines += [f"  {p.relative_to(folder)}  {size:,} bytes" for p, size in sizes.items()]
+                 f"{len(uploads)} files, {sum(sizes.values()):,} bytes:"]
+        lines += [f"  {name}  {size:,} bytes" for name, size in sizes.items()]
         lines += ["card metadata:", yaml.safe_dump(card.data.to_dict(), sort_keys=False).rstrip()]
         return "\n".join(lines)
     if is_offline_mode():
@@ -95,7 +121,7 @@ def publish(folder: str | Path, repo_id: str, private: bool = False, dry_run: bo
         raise PublishError("no Hugging Face token: set HF_TOKEN or log in with `hf auth login` "
                            "(a token with write access)")
     api = HfApi(token=token)
-    message = f"lm-transfer: {record['stage']} stage of {record['recipe']}"
+    message = public_text(f"lm-transfer: {record['stage']} stage of {record['recipe']}")
     try:
         try:  # the Hub's own check of the card's metadata, before the repo is created
             card.validate()
@@ -109,7 +135,7 @@ def publish(folder: str | Path, repo_id: str, private: bool = False, dry_run: bo
             api.create_branch(repo_id, branch=revision, exist_ok=True)
         # delete_patterns: the repo (branch) ends up exactly the folder: files of an earlier upload,
         # or of main that a new branch started from, do not linger (.gitattributes is kept).
-        with _staged(folder, files, card) as staging:
+        with _staged(folder, uploads) as staging:
             commit = api.upload_folder(repo_id=repo_id, folder_path=staging, commit_message=message,
                                        revision=revision, delete_patterns="*")
     except HfHubHTTPError as err:
@@ -126,19 +152,46 @@ def publish(folder: str | Path, repo_id: str, private: bool = False, dry_run: bo
     return commit.commit_url
 
 
+def _uploads(folder: Path, card: ModelCard) -> dict[Path, bytes | None]:
+    """Every file of the folder (its path in the folder) -> what goes up in its place: the card for
+    the repo, a text file's public_text, or None for a file sent as it is."""
+    uploads = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        if path == folder / CARD:
+            uploads[path.relative_to(folder)] = str(card).encode()
+        elif path.suffix in _TEXT_SUFFIXES and path.name not in _VOCABULARIES:
+            # (surrogateescape: a file that is not UTF-8 goes up byte for byte, paths aside)
+            text = path.read_bytes().decode(errors="surrogateescape")
+            uploads[path.relative_to(folder)] = public_text(text).encode(errors="surrogateescape")
+        else:
+            uploads[path.relative_to(folder)] = None
+    return uploads
+
+
+def _refuse_tokens(folder: Path, uploads: dict[Path, bytes | None]) -> None:
+    """Stop before anything is sent when a text file that would go up holds a Hub token (a recipe or
+    metrics.json that picked one up); the token itself is never shown."""
+    for name, text in uploads.items():
+        if text is None and name.suffix not in _TEXT_SUFFIXES:
+            continue
+        if _TOKEN.search((folder / name).read_bytes() if text is None else text):
+            raise PublishError(f"{folder / name}: holds what looks like a Hugging Face token (hf_... or api_org_...); "
+                               "nothing was sent: remove it from the folder (and revoke the token if it was shared)")
+
+
 @contextmanager
-def _staged(folder: Path, files: list[Path], card: ModelCard) -> Iterator[Path]:
-    """The folder as it goes up: its files hard-linked (copied across file systems) beside the
-    card for the repo, so the stage's own folder, card included, stays as the stage wrote it."""
+def _staged(folder: Path, uploads: dict[Path, bytes | None]) -> Iterator[Path]:
+    """The folder as it goes up: the text of `uploads` written, the other files hard-linked (copied
+    across file systems), so the stage's own folder, card included, stays as the stage wrote it."""
     with tempfile.TemporaryDirectory(prefix=f".{folder.name}.publish-", dir=folder.parent) as staging:
-        for path in files:
-            target = Path(staging) / path.relative_to(folder)
+        for name, text in uploads.items():
+            target = Path(staging) / name
             target.parent.mkdir(parents=True, exist_ok=True)
-            if path == folder / CARD:
-                card.save(target)
+            if text is not None:
+                target.write_bytes(text)
                 continue
             try:
-                os.link(path, target)
+                os.link(folder / name, target)
             except OSError:
-                shutil.copy2(path, target)
+                shutil.copy2(folder / name, target)
         yield Path(staging)

@@ -1,6 +1,7 @@
 """`lm-transfer publish` against a loopback HTTP server standing in for the Hub (tests/hub_server.py):
 the Hub API calls and the files sent are recorded; nothing leaves the machine."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -14,10 +15,22 @@ from huggingface_hub import ModelCard, constants
 from pipelines.cli import main
 
 TOKEN = "hf_loopbackTestToken123"
+# The length of a real user access token (hf_ + 34 characters): what publish must never send.
+REAL_LENGTH_TOKEN = "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz01234567"
 
 
 @pytest.fixture
-def hub(monkeypatch, tmp_path):
+def online(monkeypatch):
+    """A user's HF_HUB_OFFLINE=1 would turn every publish test into the offline refusal: the tests talk
+    to a loopback server, so offline mode is off for them. huggingface_hub reads the variable once,
+    at import, into constants.HF_HUB_OFFLINE (is_offline_mode() and its HTTP hook read that)."""
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):  # (for anything that reads them later)
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+
+
+@pytest.fixture
+def hub(online, monkeypatch, tmp_path):
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-cached-token"))
     with FakeHub() as fake:
@@ -32,21 +45,38 @@ def run_copy(awd_run, tmp_path):
     return tmp_path / "run"
 
 
-def test_publish_creates_the_repo_and_uploads_the_folder_as_it_is(awd_run, run_copy, hub, capsys):
+def _named(text: str, paths: list) -> str:
+    """`text` with each of these absolute paths replaced by its last component (longest first)."""
+    for path in sorted(paths, key=lambda p: -len(str(p))):
+        text = text.replace(str(path), path.name)
+    return text
+
+
+def test_publish_creates_the_repo_and_uploads_the_folder_as_it_is(awd_run, run_copy, topic_data, hub,
+                                                                  monkeypatch, capsys):
+    monkeypatch.chdir(run_copy)  # (a working directory that holds none of the paths the files name)
     folder = run_copy / "classifier"
     assert main(["publish", str(folder), "--repo-id", "someone/topics-ulmfit", "--private"]) == 0
     repo = hub.repos["someone/topics-ulmfit"]
     assert repo["private"]
     sent, local = repo["files"], {p.name: p.read_bytes() for p in folder.iterdir()}
     assert sent.keys() == local.keys()  # every file and nothing else
-    assert {k: v for k, v in sent.items() if k != "README.md"} == {k: v for k, v in local.items() if k != "README.md"}
-    # the card that went up names the repo in its loading example; the folder's own is left alone
-    card, built_in = local["README.md"].decode(), awd_run[0] / "run" / "classifier"  # (run_copy's origin)
-    assert card.count(f'from_pretrained("{built_in}")') == 2
-    for_repo = card.replace(f'from_pretrained("{built_in}")', 'from_pretrained("someone/topics-ulmfit")')
-    assert sent["README.md"].decode() == for_repo
+    # What differs from the folder: the card names the repo in its loading example, and the text
+    # files that name this machine's absolute paths (the run's folders, its recipe, the data) name
+    # them by their last component. The weights and the tokenizer go up byte for byte.
+    built_in = awd_run[0] / "run"  # (run_copy's origin, which its files name)
+    card = local["README.md"].decode()
+    assert card.count(f'from_pretrained("{built_in / "classifier"}")') == 2
+    local["README.md"] = card.replace(f'from_pretrained("{built_in / "classifier"}")',
+                                      'from_pretrained("someone/topics-ulmfit")').encode()
+    absolute = [built_in, *built_in.iterdir(), awd_run[1], topic_data]
+    differ = {"README.md", "recipe.yaml", "metrics.json", "config.json"}  # (config.json: the LM's _name_or_path)
+    assert {k: v for k, v in sent.items() if k not in differ} == {k: v for k, v in local.items() if k not in differ}
+    for name in differ:
+        assert _named(local[name].decode(), absolute) != local[name].decode(), name
+        assert sent[name].decode() == _named(local[name].decode(), absolute), name
     assert not [p for p in folder.parent.iterdir() if ".publish-" in p.name]  # the staging folder is gone
-    assert repo["commits"] == [f"lm-transfer: classify stage of {awd_run[1]}"]
+    assert repo["commits"] == [f"lm-transfer: classify stage of {awd_run[1].name}"]
     # (huggingface_hub may also GET informational endpoints; the writes are these, in order)
     assert [r["path"].split("?")[0] for r in hub.requests if r["method"] == "POST"] == [
         "/api/validate-yaml", "/api/repos/create", "/api/validate-yaml", "/api/models/someone/topics-ulmfit/preupload/main",
@@ -67,16 +97,63 @@ def test_publish_creates_the_repo_and_uploads_the_folder_as_it_is(awd_run, run_c
     assert repo["files"].keys() == {p.name for p in (run_copy / "lm_finetune").iterdir()}
 
 
-def test_dry_run_lists_files_and_card_metadata_and_sends_nothing(awd_run, hub, monkeypatch, capsys):
+def test_dry_run_lists_files_and_card_metadata_and_sends_nothing(awd_run, topic_data, hub, monkeypatch, capsys):
     monkeypatch.delenv("HF_TOKEN")  # a dry run needs no token
     folder = awd_run[0] / "run" / "classifier"
     assert main(["publish", str(folder), "--repo-id", "someone/x", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert hub.requests == []
-    for path in folder.iterdir():  # the card as it would go up: it names the repo, so its size differs
-        assert (f"  {path.name}  " if path.name == "README.md" else f"  {path.name}  {path.stat().st_size:,} bytes") in out
+    assert len([line for line in out.splitlines() if line.endswith(" bytes")]) == len(list(folder.iterdir()))
+    for path in folder.iterdir():  # text files as they would go up (the card names the repo, no local paths)
+        same = path.suffix == ".safetensors" or path.name.startswith("tokenizer")
+        assert (f"  {path.name}  {path.stat().st_size:,} bytes" if same else f"  {path.name}  ") in out
     assert 'from_pretrained("someone/x")' not in (folder / "README.md").read_text()  # nothing written
     assert "pipeline_tag: text-classification" in out and "model-index:" in out and "license: mit" in out
+    assert "name: topics" in out and str(topic_data) not in out  # the card's metadata as it would go up
+
+
+def test_publish_sends_no_absolute_local_path(awd_run, run_copy, topic_data, hub, monkeypatch):
+    """A path under the working directory goes up relative to it; any other absolute path (the data,
+    one under ~) as its last component; URLs as they are. The folder stays as its stage wrote it."""
+    monkeypatch.chdir(awd_run[0])  # the run's folders lie under it, the data does not
+    folder = run_copy / "classifier"
+    (folder / "notes.txt").write_text("copied from ~/data/mydata.csv, see https://huggingface.co/datasets/x/y\n")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert str(awd_run[0]).encode() in before["recipe.yaml"] and str(topic_data).encode() in before["README.md"]
+    assert main(["publish", str(folder), "--repo-id", "someone/x"]) == 0
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    sent = hub.repos["someone/x"]["files"]
+    assert sent.keys() == before.keys()
+    for name, data in sent.items():
+        assert str(awd_run[0]).encode() not in data and str(topic_data.parent).encode() not in data, name
+    recipe = yaml.safe_load(sent["recipe.yaml"])
+    assert (recipe["run"]["output_dir"], recipe["classify"]["output_dir"]) == ("run", "run/classifier")
+    assert recipe["classify"]["init_from"] == "run/lm_finetune" and recipe["classify"]["data"]["path"] == "topics"
+    assert json.loads(sent["config.json"])["backbone"]["_name_or_path"] == "run/lm_finetune"
+    assert json.loads(sent["metrics.json"])["lm_transfer"]["recipe"] == "recipe.yaml"
+    assert sent["notes.txt"].decode() == "copied from mydata.csv, see https://huggingface.co/datasets/x/y\n"
+    card = ModelCard(sent["README.md"].decode())
+    assert {r.dataset_name for r in card.data.eval_results} == {"topics"}
+    assert "| pretrain | `run/pretrain` | topics |" in card.text
+    assert hub.repos["someone/x"]["commits"] == ["lm-transfer: classify stage of recipe.yaml"]
+
+
+@pytest.mark.parametrize("name,token", [("metrics.json", REAL_LENGTH_TOKEN),
+                                        ("README.md", "api_org_" + REAL_LENGTH_TOKEN[3:])])
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_a_token_in_a_file_that_would_go_up_is_refused_and_never_shown(run_copy, hub, capsys, name, token, dry_run):
+    folder = run_copy / "classifier"
+    if name == "metrics.json":
+        metrics = json.loads((folder / name).read_text())
+        (folder / name).write_text(json.dumps({**metrics, "note": f"pushed with {token}"}))
+    else:
+        (folder / name).write_text((folder / name).read_text() + f"\nHF_TOKEN={token}\n")
+    assert main(["publish", str(folder), "--repo-id", "someone/x", *(["--dry-run"] if dry_run else [])]) == 2
+    out = capsys.readouterr()
+    err = out.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {folder / name}: holds what looks like a Hugging Face token")
+    assert token not in out.out + out.err and token[8:] not in out.out + out.err
+    assert hub.requests == [] and hub.repos == {}
 
 
 def test_missing_token_or_refused_token_is_one_clear_error(awd_run, hub, monkeypatch, capsys):
@@ -172,7 +249,7 @@ def test_private_is_refused_for_an_existing_public_repo(run_copy, hub, capsys):
     assert len(hub.repos["someone/x"]["commits"]) == 1  # nothing uploaded the second time
 
 
-def test_no_connection_to_the_hub_is_one_clear_error(run_copy, monkeypatch, capsys):
+def test_no_connection_to_the_hub_is_one_clear_error(run_copy, online, monkeypatch, capsys):
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     with FakeHub() as closed:  # a port that was just served and is now closed: connection refused
         endpoint = closed.endpoint

@@ -118,6 +118,44 @@ def test_cli_run_rejects_bad_recipe_before_any_work(recipe_file, tmp_path, capsy
     assert not (tmp_path / "run").exists()
 
 
+SECRET_ENV = "${oc.env:LM_TRANSFER_SECRET}"
+
+
+@pytest.mark.parametrize("case,key", [
+    ("in a value", "run.name"),
+    ("as another's default", "card.tags[0]"),
+    ("nested in another resolver", "card.tags[0]"),
+    ("in an override", "run.name"),
+    ("in a sweep arm's fragment", "sweep.arm_definitions.mine.recipe.card.tags[0]"),
+])
+def test_a_recipe_cannot_read_environment_variables(case, key, tmp_path, topic_data, monkeypatch, capsys):
+    """The resolved recipe goes into recipe.yaml and the cards publish uploads: a token read from the
+    environment would go to the Hub. Refused when the recipe is loaded, before any work."""
+    secret = "hf_" + "SecretFromTheEnvironment0123456789"
+    monkeypatch.setenv("LM_TRANSFER_SECRET", secret)
+    recipe, overrides = tiny_recipe(topic_data, tmp_path / "run"), []
+    if case == "in a value":
+        recipe["run"]["name"] = f"tiny-{SECRET_ENV}"
+    elif case == "as another's default":
+        recipe["card"] = {"tags": ["${oc.env:LM_TRANSFER_UNSET," + SECRET_ENV + "}"]}
+    elif case == "nested in another resolver":
+        recipe["card"] = {"tags": ["${oc.select:nowhere," + SECRET_ENV + "}"]}
+    elif case == "in an override":
+        overrides = [f"run.name={SECRET_ENV}"]
+    else:
+        recipe["sweep"] = {"output_dir": "${run.output_dir}/sweep", "arms": ["mine"], "examples_per_class": [4],
+                           "arm_definitions": {"mine": {"recipe": {"card": {"tags": [SECRET_ENV]}}}}}
+    path = write_recipe(tmp_path / "tiny.yaml", recipe)
+    for command in (["validate", str(path), *(f"--set={o}" for o in overrides)], ["run", str(path), *overrides]):
+        assert main(command) == 2
+        out = capsys.readouterr()
+        err = out.err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"error: {path}: {key}: reads an environment variable")
+        assert "HF_TOKEN or `hf auth login`" in err[0] and secret not in out.out + out.err
+    assert not (tmp_path / "run").exists()
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+
+
 ACCELERATE = sorted((Path(__file__).resolve().parents[1] / "recipes" / "accelerate").glob("*.yaml"))
 
 
