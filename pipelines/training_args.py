@@ -45,8 +45,19 @@ _HINTS = typing.get_type_hints(ULMFiTTrainingArguments)
 _STAGE_OWNED = {"output_dir": "set the stage's output_dir instead"}
 
 
+# Values TrainingArguments accepts but that cannot train: key -> (lowest allowed, highest allowed).
+_RANGES = {
+    "learning_rate": (0, None), "weight_decay": (0, None), "num_train_epochs": (0, None), "max_grad_norm": (0, None),
+    "per_device_train_batch_size": (1, None), "per_device_eval_batch_size": (1, None),
+    "gradient_accumulation_steps": (1, None), "seed": (0, None), "warmup_steps": (0, None),
+    "adam_beta1": (0, 1), "adam_beta2": (0, 1), "adam_epsilon": (0, None),
+    "discriminative_lr_factor": (1e-9, None), "stlr_cut_frac": (1e-9, 1 - 1e-9), "stlr_ratio": (1, None),
+    "unfreeze_every_steps": (1, None),
+}
+
+
 def validate_training_section(section: dict, where: str) -> None:
-    """Unknown keys and wrong types fail here, naming the key, before anything runs."""
+    """Unknown keys, wrong types and values out of range fail here, naming the key, before anything runs."""
     for key, value in section.items():
         if key in _STAGE_OWNED:
             raise RecipeError(f"{where}.{key}: not a training key here ({_STAGE_OWNED[key]})")
@@ -57,6 +68,11 @@ def validate_training_section(section: dict, where: str) -> None:
         except (TypeError, ValueError) as err:
             hint = " (YAML reads unquoted no/yes as booleans: write \"no\")" if isinstance(value, bool) else ""
             raise RecipeError(f"{where}.{key}: {str(err).split('. Errors:')[0]}{hint}") from None
+        low, high = _RANGES.get(key, (None, None))
+        if value is not None and not isinstance(value, bool) and ((low is not None and value < low)
+                                                                  or (high is not None and value > high)):
+            bounds = f"between {low:g} and {high:g}" if high is not None else f"at least {low:g}"
+            raise RecipeError(f"{where}.{key}: must be {bounds} (got {value})")
     try:  # Enum values and cross-field rules are checked by TrainingArguments itself.
         build_training_args(section, tempfile.gettempdir(), adapt_to_machine=False)
     except (ValueError, TypeError) as err:

@@ -110,3 +110,85 @@ def test_metric_modules_compute_like_sklearn():
     f1 = MacroF1().compute(predictions=predictions, references=references)["f1_macro"]
     assert f1 == pytest.approx(2 / 3)  # each class: F1 = 2/3 (worked by hand)
     assert set(classification_metrics().compute(predictions=[1], references=[1])) == {"accuracy", "f1_macro"}
+
+
+# --------------------------------------------------------------------------- the forms data.path takes
+
+ROWS = [{"text": f"{topic} text number {i}", "label": topic} for topic in ("ham", "spam") for i in range(10)]
+
+
+def write_form(folder, form):
+    """The same 20 labeled rows as `form`; returns the DataConfig keys that read them."""
+    import pandas as pd
+
+    folder.mkdir(parents=True, exist_ok=True)
+    frame = pd.DataFrame(ROWS)
+    if form == "csv":
+        frame.to_csv(folder / "mydata.csv", index=False)
+        return {"path": str(folder / "mydata.csv")}
+    if form == "tsv":
+        frame.to_csv(folder / "mydata.tsv", sep="\t", index=False)
+        return {"path": str(folder / "mydata.tsv")}
+    if form == "jsonl":
+        frame.to_json(folder / "mydata.jsonl", orient="records", lines=True)
+        return {"path": str(folder / "mydata.jsonl")}
+    if form == "parquet":
+        frame.to_parquet(folder / "mydata.parquet")
+        return {"path": str(folder / "mydata.parquet")}
+    if form == "latin-1 csv":
+        accented = frame.assign(text=frame.text.str.replace("number", "num\u00e9ro"))
+        (folder / "mydata.csv").write_bytes(accented.to_csv(index=False).encode("latin-1"))
+        return {"path": str(folder / "mydata.csv"), "encoding": "latin-1"}
+    if form == "folder of one file":
+        frame.to_csv(folder / "mydata.csv", index=False)
+        return {"path": str(folder)}
+    if form == "files mapping":
+        frame.to_json(folder / "part.jsonl", orient="records", lines=True)
+        return {"path": str(folder), "files": {"train": "part.jsonl"}}
+    raise AssertionError(form)
+
+
+@pytest.mark.parametrize("form", ["csv", "tsv", "jsonl", "parquet", "latin-1 csv", "folder of one file",
+                                  "files mapping"])
+def test_every_form_of_a_single_labeled_file_with_a_carved_test_split(form, tmp_path):
+    data = DataConfig(**write_form(tmp_path / "d", form), test_fraction=0.2)
+    train, test, names = classification_splits(data, None, seed=0)
+    assert names == ["ham", "spam"]
+    assert (len(train), len(test)) == (16, 4) and sorted(test["label"]) == [0, 0, 1, 1]  # 2 of each class's 10
+    assert not set(train["text"]) & set(test["text"])
+    if form == "latin-1 csv":
+        assert "ham text num\u00e9ro 0" in list(train["text"]) + list(test["text"])
+    # the language model's text is the same train split: the carved test texts are not in it
+    lm_train, lm_held = lm_text_splits(data, seed=0)
+    assert not (set(lm_train["text"]) | set(lm_held["text"])) & set(test["text"])
+
+
+def test_the_carved_test_split_is_the_same_for_every_seed_and_budget(tmp_path):
+    data = DataConfig(**write_form(tmp_path / "d", "csv"), test_fraction=0.3)
+    tests = [classification_splits(data, per_class, seed)[1]["text"] for per_class, seed in ((None, 0), (2, 5))]
+    assert list(tests[0]) == list(tests[1])
+
+
+def test_split_named_files_and_a_files_mapping(tmp_path):
+    folder = tmp_path / "d"
+    folder.mkdir()
+    for split, rows in (("train", ROWS), ("test", ROWS[:3] + ROWS[-3:])):
+        (folder / f"{split}.csv").write_text("text,label\n" + "".join(f"{r['text']},{r['label']}\n" for r in rows))
+    train, test, _ = classification_splits(DataConfig(path=str(folder)), None, seed=0)
+    assert (len(train), len(test)) == (20, 6)
+    mapped = DataConfig(path=str(folder), files={"train": "test.csv", "test": "train.csv"})  # relative to path
+    train, test, _ = classification_splits(mapped, None, seed=0)
+    assert (len(train), len(test)) == (6, 20)
+
+
+def test_a_text_file_is_language_model_text(tmp_path):
+    (tmp_path / "notes.txt").write_text("first line of text\n\nsecond line\nthird line\n")
+    train, held = lm_text_splits(DataConfig(path=str(tmp_path / "notes.txt"), validation_fraction=0.34), seed=0)
+    assert sorted(list(train["text"]) + list(held["text"])) == ["first line of text", "second line", "third line"]
+
+
+def test_a_relative_path_under_a_local_folder_is_not_sent_to_the_hub(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    with pytest.raises(DataError, match=r"data.path 'data/imdb': no such local file or folder \(looked in "):
+        load_splits(DataConfig(path="data/imdb"))

@@ -79,8 +79,10 @@ def test_bad_data_fails_with_one_line_and_leaves_nothing(awd_run, capsys):
                  "classify.examples_per_class=1000"])
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("error: examples_per_class=1000")
-    assert not (out / "classifier").exists() and not (out / "classifier.partial").exists()
+    assert err[-1] == (f"error: {recipe}: classify: examples_per_class=1000 but split 'train' has fewer examples of: "
+                       "food (40), sport (40), tech (40)")
+    # found before the first stage: nothing was trained or written
+    assert not out.exists()
 
 
 def test_transformer_backbone_with_lora_and_scratch_baseline(tmp_path, topic_data):

@@ -21,7 +21,7 @@ def test_the_expected_recipes_ship():
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_every_recipe_validates(path, monkeypatch):
     # Local-path checks need ../shared, which tests must not require: validate the structure alone.
-    monkeypatch.setattr("pipelines.config._check_local_path", lambda *a: None)
+    monkeypatch.setattr("pipelines.recipe_checks._check_local_path", lambda *a: None)
     recipe = load_recipe(path)
     for name in recipe.config.run.stages:
         stage = recipe.stage(name)
@@ -31,7 +31,7 @@ def test_every_recipe_validates(path, monkeypatch):
 
 
 def test_imdb_ulmfit_recipe_has_the_papers_hyperparameters(monkeypatch):
-    monkeypatch.setattr("pipelines.config._check_local_path", lambda *a: None)
+    monkeypatch.setattr("pipelines.recipe_checks._check_local_path", lambda *a: None)
     recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes/imdb/ulmfit.yaml").config
     model = recipe.pretrain.model.config
     assert (model["embedding_size"], model["hidden_size"], model["num_hidden_layers"]) == (400, 1150, 3)
@@ -187,7 +187,7 @@ def test_bf16_on_a_cpu_without_native_bf16_trains_in_fp32(monkeypatch, tmp_path,
 def test_every_shipped_sweep_plans(monkeypatch):
     from pipelines.sweep import plan_sweep
 
-    monkeypatch.setattr("pipelines.config._check_local_path", lambda *a: None)
+    monkeypatch.setattr("pipelines.recipe_checks._check_local_path", lambda *a: None)
     planned = {p.relative_to(p.parents[1]).as_posix(): plan_sweep(load_recipe(p)) for p in RECIPES
                if load_recipe(p).config.sweep is not None}
     assert "demo/bbc.yaml" in planned

@@ -1,0 +1,169 @@
+"""Everything about a recipe's inputs that can be checked before the first training step, for
+`run`, `sweep` and `validate` alike: that output folders can be written, that the models stages
+start from exist and are of a fitting kind, that `model.config` names only fields of its config
+class, and each stage's data read as the stage will read it (splits, columns, labels, class counts,
+encoding). Each failure is one line naming the recipe key or file."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+from pathlib import Path
+
+from huggingface_hub import is_offline_mode
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+from .backbones import resolve_checkpoint
+from .config import ClassifyStage, LMStage, LoadedRecipe, ModelConfig, TokenizerStage
+from .errors import DataError, RecipeError
+from .models.awd_lstm import AwdLstmConfig
+
+
+def check_inputs(recipe: LoadedRecipe, stages: list[str] | None = None) -> list[str]:
+    """Checks `stages` (default: all of run.stages) and returns what was read, one line a stage."""
+    stages = recipe.config.run.stages if stages is None else stages
+    for name in stages:
+        check_stage_setup(recipe, name)
+    return [line for name in stages if (line := check_stage_data(recipe, name))]
+
+
+def check_sweep_arms(plan) -> list[str]:
+    """Every arm's language-model stages (setup and data) and the model its classifier starts from,
+    before any arm trains; returns what was read."""
+    check_writable(f"{plan.recipe.path}: sweep.output_dir", str(plan.output_dir))
+    lines = []
+    for arm in plan.arms.values():
+        stages = arm.recipe.config.run.stages
+        for name in [*stages, *(["classify"] if arm.method != "tfidf" else [])]:
+            check_stage_setup(arm.recipe, name)
+        lines += [line for name in stages if (line := check_stage_data(arm.recipe, name))]
+    return list(dict.fromkeys(lines))
+
+
+def built_by(recipe: LoadedRecipe) -> set[str]:
+    """Folders this recipe's stages write: a later stage may start from them before they exist."""
+    return {os.path.normpath(recipe.stage(name).output_dir) for name in recipe.config.run.stages}
+
+
+def check_stage_setup(recipe: LoadedRecipe, name: str) -> None:
+    """The stage's output folder, the models and tokenizers it starts from, its model.config keys."""
+    stage, where = recipe.stage(name), f"{recipe.path}: {name}"
+    check_writable(f"{where}.output_dir", stage.output_dir)
+    built = built_by(recipe)
+    if isinstance(stage, TokenizerStage):
+        _check_model(f"{where}.from_checkpoint", stage.from_checkpoint, "tokenizer", built)
+        return
+    lm = isinstance(stage, LMStage)
+    kind = "language model" if lm else "body"
+    _check_model(f"{where}.init_from", stage.init_from, kind, built)
+    _check_model(f"{where}.model.tokenizer", stage.model.tokenizer, "tokenizer", built)
+    if stage.model.backbone == "checkpoint" and stage.init_from is None:
+        _check_model(f"{where}.model.checkpoint", stage.model.checkpoint, kind, built)
+    if stage.init_from is None:
+        check_model_config_keys(f"{where}.model", stage.model)
+
+
+_DATA_READ: dict[str, str] = {}
+
+
+def check_stage_data(recipe: LoadedRecipe, name: str) -> str | None:
+    """Reads the stage's data as the stage will (the same functions), so a missing split or column,
+    an unseen test label or too few examples of a class fail now; returns what was read. A dataset
+    read once in a process is not read again."""
+    from .data import classification_splits, lm_text_splits
+
+    stage, seed = recipe.stage(name), recipe.config.run.seed
+    if isinstance(stage, TokenizerStage) and stage.from_checkpoint:
+        return None
+    classify = isinstance(stage, ClassifyStage)
+    data = dataclasses.asdict(stage.data)
+    key = json.dumps([classify, data, seed, stage.examples_per_class if classify else None], sort_keys=True)
+    if key not in _DATA_READ:
+        where = f"{recipe.path}: {name}"
+        try:
+            if classify:
+                train, test, labels = classification_splits(stage.data, stage.examples_per_class, seed)
+                per_class = f", {stage.examples_per_class} per class" if stage.examples_per_class else ""
+                _DATA_READ[key] = (f"{len(train):,} labeled examples{per_class}, {len(labels)} classes; "
+                                   f"{len(test):,} test examples")
+            else:
+                train, held_out = lm_text_splits(stage.data, seed)
+                _DATA_READ[key] = f"{len(train):,} training texts, {len(held_out):,} held out for perplexity"
+        except DataError as err:
+            raise DataError(f"{where}: {err}") from None
+    return f"[{name}] data {stage.data.path or stage.data.files}: {_DATA_READ[key]}"
+
+
+def check_writable(where: str, folder: str) -> None:
+    """The folder can be created (or replaced) here: its nearest existing parent is a writable folder."""
+    path = Path(os.path.expanduser(folder)).absolute()
+    if path.exists() and not path.is_dir():
+        raise RecipeError(f"{where}: '{folder}' is a file, not a folder")
+    probe = path.parent
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise RecipeError(f"{where}: '{folder}' would be inside '{probe}', which is a file; choose another folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise RecipeError(f"{where}: cannot write in '{probe}' (permission denied); choose another folder")
+
+
+def _check_model(where: str, value: str | None, kind: str, built: set[str]) -> None:
+    """`value` (a folder, Hub id or packaged checkpoint) holds a model of `kind` (language model,
+    body, tokenizer); a folder an earlier stage of the recipe writes passes."""
+    if value is None or os.path.normpath(value) in built:
+        return
+    path = resolve_checkpoint(value)
+    local = os.path.isdir(path)
+    if not local and value.startswith((".", "/", "~")):
+        raise RecipeError(f"{where}: no such folder '{value}'")
+    if local and kind != "tokenizer" and not os.path.isfile(os.path.join(path, "config.json")):
+        raise RecipeError(f"{where}: '{value}' is not a model folder (no config.json); give a stage's output "
+                          "folder (e.g. runs/demo-bbc/pretrain) or a Hub model id")
+    try:
+        if kind == "tokenizer":
+            AutoTokenizer.from_pretrained(path)
+            return
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError, KeyError) as err:
+        if local:
+            raise RecipeError(f"{where}: cannot load '{value}': {_first_line(err)}") from None
+        why = "offline mode: HF_HUB_OFFLINE=1" if is_offline_mode() else _first_line(err)[:160]
+        raise RecipeError(f"{where}: '{value}' is not a local folder (looked in {os.path.abspath(value)}) and "
+                          f"could not be loaded from the Hub ({why}); download it to a folder and give that "
+                          "folder, or give another model") from None
+    mappings = ([AutoModelForCausalLM, AutoModelForMaskedLM] if kind == "language model" else [AutoModel])
+    if not any(type(config) in auto._model_mapping for auto in mappings):
+        wanted = "a causal or masked language model" if kind == "language model" else "a model with a text body"
+        raise RecipeError(f"{where}: '{value}' is a {config.model_type} model, not {wanted}")
+
+
+def check_model_config_keys(where: str, model: ModelConfig) -> None:
+    """model.config keys must be fields of the backbone's config class: transformers configs keep
+    any unknown keyword as an attribute, so a misspelt size would be ignored silently."""
+    if model.backbone == "awd_lstm":
+        config_class = AwdLstmConfig
+    elif model.backbone == "transformer":
+        if model.model_type not in CONFIG_MAPPING:
+            close = ", ".join(difflib.get_close_matches(model.model_type, list(CONFIG_MAPPING.keys()), n=3))
+            raise RecipeError(f"{where}.model_type: '{model.model_type}' is not a transformers model type"
+                              f"{f' (did you mean {close}?)' if close else ''}")
+        config_class = CONFIG_MAPPING[model.model_type]
+    else:
+        return
+    known = {f.name for f in dataclasses.fields(config_class)} if dataclasses.is_dataclass(config_class) else set()
+    known |= set(config_class().to_dict()) | set(getattr(config_class, "attribute_map", {}))
+    for key in model.config:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            raise RecipeError(f"{where}.config.{key}: not a field of {config_class.__name__}"
+                              f"{f' (did you mean {close[0]}?)' if close else ''}")
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [line for line in str(err).splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
+

@@ -1,0 +1,144 @@
+"""What a recipe says that can be checked without reading its data or models: stage names, value
+ranges, choices, local paths, card metadata, and that the classifier's test split is no split a
+stage trains on. Each failure is one line naming the recipe file and the key. (Data and models are
+checked next, by `preflight`.)"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from .config import (ClassifyStage, DataConfig, LMStage, LoadedRecipe, Recipe, STAGE_KINDS, TokenizerStage,
+                     data_file_path)
+from .errors import RecipeError
+from .sources import FORMATS
+from .training_args import validate_training_section
+
+
+def check_recipe(loaded: LoadedRecipe) -> None:
+    """Every rule about the recipe's values, each failure one line naming the file and the key."""
+    path, recipe = loaded.path, loaded.config
+    stages = recipe.run.stages
+    for name in stages:
+        if name not in STAGE_KINDS:
+            raise RecipeError(f"{path}: run.stages: unknown stage '{name}' (known: {', '.join(STAGE_KINDS)})")
+        if getattr(recipe, name) is None:
+            raise RecipeError(f"{path}: run.stages names '{name}' but the recipe has no '{name}' section")
+    if len(set(stages)) != len(stages):
+        raise RecipeError(f"{path}: run.stages: a stage is listed twice")
+    if recipe.card.license is not None and not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", recipe.card.license):
+        raise RecipeError(f"{path}: card.license: '{recipe.card.license}' is not a Hub license id "
+                          "(lower case, e.g. mit, apache-2.0, cc-by-4.0, other)")
+    for index, entry in enumerate(recipe.card.citations):
+        if not re.match(r"\s*@\w+\s*\{", entry):
+            raise RecipeError(f"{path}: card.citations[{index}]: not a BibTeX entry (@type{{key, ...}})")
+    if recipe.run.seed < 0:
+        raise RecipeError(f"{path}: run.seed: must be non-negative (got {recipe.run.seed})")
+    outputs = {os.path.normpath(getattr(recipe, name).output_dir) for name in stages}
+    for name in stages:
+        stage = getattr(recipe, name)
+        if hasattr(stage, "training"):
+            validate_training_section(stage.training, where=f"{path}: {name}.training")
+        _check_data(path, f"{name}.data", stage.data, labeled=isinstance(stage, ClassifyStage))
+        if isinstance(stage, ClassifyStage):
+            _check_no_leak(path, recipe, name)
+        if isinstance(stage, (LMStage, ClassifyStage)):
+            _check_choice(path, f"{name}.model.backbone", stage.model.backbone, ("awd_lstm", "transformer", "checkpoint"))
+            if stage.init_from is None:
+                if stage.model.backbone == "transformer" and not stage.model.model_type:
+                    raise RecipeError(f"{path}: {name}.model.model_type: required for backbone 'transformer'")
+                if stage.model.backbone == "checkpoint" and not stage.model.checkpoint:
+                    raise RecipeError(f"{path}: {name}.model.checkpoint: required for backbone 'checkpoint'")
+            for key, value in (("init_from", stage.init_from), ("model.tokenizer", stage.model.tokenizer),
+                               ("model.checkpoint", stage.model.checkpoint)):
+                if value is not None and os.path.normpath(value) not in outputs:
+                    _check_local_path(path, f"{name}.{key}", value)
+        if isinstance(stage, LMStage):
+            _check_choice(path, f"{name}.objective", stage.objective, ("auto", "causal", "masked"))
+            _at_least(path, f"{name}.block_size", stage.block_size, 2)
+            _fraction(path, f"{name}.mlm_probability", stage.mlm_probability)
+        if isinstance(stage, ClassifyStage):
+            _check_choice(path, f"{name}.pooling", stage.pooling, ("concat", "last", "mean"))
+            _fraction(path, f"{name}.dev_fraction", stage.dev_fraction)
+            for key in ("examples_per_class", "max_length", "bptt", "head_hidden"):
+                _at_least(path, f"{name}.{key}", getattr(stage, key), 1)
+            _fraction(path, f"{name}.head_dropout", stage.head_dropout, zero=True)
+            if stage.peft is not None:
+                _check_choice(path, f"{name}.peft.method", stage.peft.method, ("lora",))
+                _at_least(path, f"{name}.peft.r", stage.peft.r, 1)
+                _at_least(path, f"{name}.peft.alpha", stage.peft.alpha, 1)
+                _fraction(path, f"{name}.peft.dropout", stage.peft.dropout, zero=True)
+            if stage.freeze_body and (stage.training.get("gradual_unfreezing") or stage.peft is not None):
+                raise RecipeError(f"{path}: {name}.freeze_body: trains the head alone; it cannot be combined "
+                                  "with gradual_unfreezing or peft")
+        if isinstance(stage, TokenizerStage):
+            _check_choice(path, f"{name}.algorithm", stage.algorithm, ("bpe", "unigram"))
+            _at_least(path, f"{name}.vocab_size", stage.vocab_size, 16)
+            _at_least(path, f"{name}.min_frequency", stage.min_frequency, 1)
+
+
+def _check_data(path: str, key: str, data: DataConfig, labeled: bool) -> None:
+    """What can be told about a stage's data without reading it: where it is, value ranges."""
+    if data.path is None and not data.files:
+        raise RecipeError(f"{path}: {key}.path: required (a Hub id, a local folder or file), or {key}.files")
+    if data.path is not None:
+        _check_local_path(path, f"{key}.path", data.path)
+    for split, file in data.files.items():
+        if not os.path.isfile(data_file_path(data.path, file)):
+            raise RecipeError(f"{path}: {key}.files.{split}: no such file '{data_file_path(data.path, file)}'")
+    _fraction(path, f"{key}.validation_fraction", data.validation_fraction)
+    _fraction(path, f"{key}.test_fraction", data.test_fraction)
+    _at_least(path, f"{key}.max_texts", data.max_texts, 1)
+    _at_least(path, f"{key}.max_test_examples", data.max_test_examples, 1)
+    if labeled and data.label_column is None:
+        raise RecipeError(f"{path}: {key}.label_column: required for classification")
+    try:
+        "".encode(data.encoding)
+    except LookupError:
+        raise RecipeError(f"{path}: {key}.encoding: unknown encoding '{data.encoding}' (e.g. utf-8, latin-1, cp1252)") from None
+
+
+def _check_no_leak(path: str, recipe: Recipe, classify: str) -> None:
+    """The classifier's test split is none that a stage trains on, the language models' included
+    (they would have read the test texts)."""
+    test = getattr(recipe, classify).data
+    if test.test_split is None:
+        return
+    files = {s: os.path.realpath(data_file_path(test.path, f)) for s, f in test.files.items()}
+    for name in recipe.run.stages:
+        data = getattr(recipe, name).data
+        if (data.path, data.name, data.files) != (test.path, test.name, test.files):
+            continue  # another dataset (a general corpus)
+        for key, split in [("train_split", data.train_split), *(("unlabeled_splits", s) for s in data.unlabeled_splits)]:
+            same_file = split in files and files[split] == files.get(test.test_split)
+            if split == test.test_split or same_file:
+                raise RecipeError(f"{path}: {classify}.data.test_split: '{test.test_split}' is also {name}.data.{key}"
+                                  f"{' (the same file)' if same_file and split != test.test_split else ''}: the "
+                                  "model would be scored on text it trained on; use another split, or "
+                                  "data.test_fraction to carve one from train")
+
+
+def _at_least(path, key, value, minimum):
+    if value is not None and value < minimum:
+        raise RecipeError(f"{path}: {key}: must be at least {minimum} (got {value})")
+
+
+def _fraction(path, key, value, zero=False):
+    """A fraction strictly between 0 and 1 (0 allowed with `zero`); None passes (unset)."""
+    if value is not None and not (0 <= value < 1 if zero else 0 < value < 1):
+        bounds = "at least 0 and below 1" if zero else "between 0 and 1, exclusive"
+        raise RecipeError(f"{path}: {key}: must be {bounds} (got {value})")
+
+
+def _check_choice(path, key, value, choices):
+    if choices is not None and value not in choices:
+        raise RecipeError(f"{path}: {key}: '{value}' is not one of {', '.join(choices)}")
+
+
+def _check_local_path(path, key, value):
+    """Values that are spelled as local paths (or name a data file) must exist; anything else may
+    be a Hub id."""
+    local = value and (value.startswith((".", "/", "~")) or os.path.splitext(value)[1].lower() in FORMATS)
+    if local and not os.path.exists(os.path.expanduser(value)):
+        raise RecipeError(f"{path}: {key}: local path '{value}' does not exist (looked in "
+                          f"{os.path.abspath(os.path.expanduser(value))})")
