@@ -12,7 +12,7 @@ PROCESSES   := $(shell awk '/^num_processes:/ {print $$2}' $(ACCELERATE_CONFIG))
 CPU_THREADS ?= $(shell n=$$(( $$(nproc) / $(or $(PROCESSES),1) )); echo $$(( n > 0 ? n : 1 )))
 LAUNCH := $(BIN)/accelerate launch --config_file $(ACCELERATE_CONFIG) --num_cpu_threads_per_process $(CPU_THREADS) -m pipelines
 
-.PHONY: help setup demo test run pretrain finetune classify label-efficiency publish validate clean
+.PHONY: help setup demo test run pretrain finetune classify label-efficiency predict publish validate clean
 
 help:
 	@echo "make demo                      ULMFiT on BBC News, offline, a few minutes on a CPU"
@@ -20,6 +20,8 @@ help:
 	@echo "make run RECIPE=... ARGS=...   all stages of a recipe under accelerate launch"
 	@echo "make pretrain|finetune|classify RECIPE=...   one stage"
 	@echo "make label-efficiency RECIPE=... ARGS=...   the recipe's label-efficiency sweep (summary.md, curve.png)"
+	@echo "make predict RUN=<classifier folder> DATA=<file or folder> [OUTPUT=predictions.csv]"
+	@echo "                               label a file's texts (accuracy and macro-F1 when it has labels)"
 	@echo "make publish RUN=<folder> REPO_ID=user/name [BASE_MODEL=user/lm] [REVISION=branch] [PRIVATE=1] [DRY_RUN=1]"
 	@echo "                               upload a model's folder to the Hub"
 	@echo "make validate                  check every recipe without running anything"
@@ -54,6 +56,11 @@ classify: setup
 
 label-efficiency: setup
 	$(LAUNCH) sweep $(RECIPE) $(ARGS)
+
+OUTPUT ?= predictions.csv
+predict: setup
+	@test -n "$(RUN)" -a -n "$(DATA)" || { echo "usage: make predict RUN=runs/demo-bbc/classifier DATA=mydata.csv [OUTPUT=predictions.csv] [ARGS='--split test']"; exit 2; }
+	$(BIN)/lm-transfer predict $(RUN) $(DATA) --output $(OUTPUT) $(ARGS)
 
 PUBLISH_FLAGS = $(if $(BASE_MODEL),--base-model $(BASE_MODEL)) $(if $(REVISION),--revision $(REVISION)) \
                 $(if $(PRIVATE),--private) $(if $(DRY_RUN),--dry-run)

@@ -1,5 +1,6 @@
 """`lm-transfer run RECIPE [key=value ...] [--stage NAME]`, `lm-transfer sweep RECIPE [key=value ...]`,
-`lm-transfer validate RECIPE...` and `lm-transfer publish FOLDER --repo-id USER/NAME`."""
+`lm-transfer validate RECIPE...`, `lm-transfer predict FOLDER DATA [--output preds.csv]` and
+`lm-transfer publish FOLDER --repo-id USER/NAME`."""
 
 from __future__ import annotations
 
@@ -33,6 +34,16 @@ def _parser() -> argparse.ArgumentParser:
                          help="the Hub repo the model this one was fine-tuned from was published to (card lineage)")
     publish.add_argument("--revision", metavar="BRANCH",
                          help="upload to this branch of the repo (created when missing), e.g. one per sweep stage")
+    predict = commands.add_parser("predict", help="label a file's texts with a trained classifier (and score them "
+                                                   "when the file has labels)")
+    predict.add_argument("folder", help="a classifier's folder, e.g. runs/demo-bbc/classifier")
+    predict.add_argument("data", help="a CSV / TSV / JSON Lines / Parquet / text file, a dataset folder or a Hub id")
+    predict.add_argument("--output", default="predictions.csv", help="the CSV to write (default: predictions.csv)")
+    predict.add_argument("--split", help="the split of a dataset with several (default: test, or the only one)")
+    predict.add_argument("--text-column", default="text")
+    predict.add_argument("--label-column", default="label", help="scored against when present ('' to not score)")
+    predict.add_argument("--encoding", default="utf-8", help="of a CSV, JSON Lines or text file")
+    predict.add_argument("--batch-size", type=int, default=32)
     return parser
 
 
@@ -43,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
             return _validate(args.recipes, args.overrides)
         if args.command == "sweep":
             return _sweep(args)
+        if args.command == "predict":
+            return _predict(args)
         if args.command == "publish":
             from .publish import publish
 
@@ -85,6 +98,17 @@ def _validate(paths: list[str], overrides: list[str]) -> int:
             print(f"error: {err}", file=sys.stderr)
             failed += 1
     return 2 if failed else 0
+
+
+def _predict(args) -> int:
+    from .predict import predict
+
+    scores = predict(args.folder, args.data, args.output, split=args.split, text_column=args.text_column,
+                     label_column=args.label_column, encoding=args.encoding, batch_size=args.batch_size)
+    if scores:
+        print(f"accuracy {100 * scores['accuracy']:.1f} %, macro-F1 {100 * scores['f1_macro']:.1f} % "
+              f"on {scores['examples']:,} labeled texts")
+    return 0
 
 
 def _run(args) -> int:

@@ -146,5 +146,10 @@ def save_classifier(model, tokenizer, label_names: list[str], folder):
     model.config.id2label = dict(enumerate(label_names))
     model.config.label2id = {n: i for i, n in enumerate(label_names)}
     model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    # The saved tokenizer says how many tokens the model reads, so pipeline(truncation=True) cuts there.
+    reads, tokenizer.model_max_length = tokenizer.model_max_length, model.config.max_tokens
+    try:
+        tokenizer.save_pretrained(folder)
+    finally:
+        tokenizer.model_max_length = reads
     return model

@@ -1,0 +1,127 @@
+"""`lm-transfer predict FOLDER DATA`: a trained classifier labels every text of DATA (anything
+`data.path` takes: a CSV / JSON Lines / Parquet / text file, a folder, a Hub id) and writes each
+text's label and class probabilities as CSV; when DATA has labels, it also reports accuracy and
+macro-F1 through the package's metric modules.
+
+Steps: check the folder holds a classifier -> read DATA's split -> predict through transformers'
+text-classification pipeline (what a user of the published model runs) with a progress bar ->
+write the CSV -> score against DATA's labels when it has them."""
+
+from __future__ import annotations
+
+import csv
+import os
+import sys
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .config import DataConfig
+from .errors import LmTransferError
+
+
+class PredictError(LmTransferError):
+    pass
+
+
+def load_classifier(folder: str | Path):
+    """The folder's text-classification pipeline (all class scores), or a clear error."""
+    from transformers import AutoConfig, pipeline
+
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise PredictError(f"{folder}: not a model folder (no config.json); give a classifier's folder, "
+                           "e.g. runs/demo-bbc/classifier")
+    config = AutoConfig.from_pretrained(folder)
+    if not any(name.endswith("ForSequenceClassification") or name == "TransferClassifier"
+               for name in config.architectures or []):
+        raise PredictError(f"{folder}: not a classifier (a {config.model_type} model without a classification "
+                           "head); give the folder of a classify stage")
+    import torch
+
+    device = 0 if torch.cuda.is_available() else -1
+    return pipeline("text-classification", model=str(folder), top_k=None, device=device)
+
+
+def read_texts(data: DataConfig, split: str | None):
+    """(split name, dataset) of DATA: the split asked for, else `test` when there is one, else the
+    only split."""
+    from .sources import load_splits
+
+    splits = load_splits(data)
+    if split is None:
+        split = "test" if "test" in splits else next(iter(splits)) if len(splits) == 1 else None
+        if split is None:
+            raise PredictError(f"{data.path} has the splits {', '.join(splits)}: choose one with --split")
+    if split not in splits:
+        raise PredictError(f"{data.path} has no split '{split}' (it has: {', '.join(splits)})")
+    ds = splits[split]
+    if data.text_column not in ds.column_names:
+        raise PredictError(f"{data.path}: no text column '{data.text_column}' (columns: {', '.join(ds.column_names)}); "
+                           "set --text-column")
+    return split, ds
+
+
+def predict(folder: str | Path, data_path: str, output: str | Path = "predictions.csv", split: str | None = None,
+            text_column: str = "text", label_column: str = "label", encoding: str = "utf-8",
+            batch_size: int = 32) -> dict:
+    """Writes `output` (one row per text: row, predicted label, its probability, every class's
+    probability, the true label when DATA has one); returns the scores when DATA has labels."""
+    from .data import label_names_of
+    from .metrics import classification_metrics
+
+    classify = load_classifier(folder)
+    labels = [classify.model.config.id2label[i] for i in range(len(classify.model.config.id2label))]
+    data = DataConfig(path=data_path, text_column=text_column, label_column=label_column, encoding=encoding)
+    split, ds = read_texts(data, split)
+    truth = label_names_of(ds, data) if label_column in ds.column_names else None
+    if truth is not None:
+        unknown = sorted(set(truth) - set(labels) - {None})
+        if unknown:
+            raise PredictError(f"{data_path}: labels the model does not know: {', '.join(map(repr, unknown[:5]))} "
+                               f"(its labels: {', '.join(labels)}); set --label-column, or --label-column '' to "
+                               "predict without scoring")
+    texts = [t if isinstance(t, str) else "" for t in ds[text_column]]
+    rows = _predict_rows(classify, texts, labels, batch_size)
+    _write_csv(Path(output), rows, labels, truth)
+    print(f"predicted {len(texts):,} texts of {data_path} (split '{split}') with {folder}: {output}", file=sys.stderr)
+    if truth is None:
+        return {}
+    scored = [(row["label"], true) for row, true in zip(rows, truth) if row["label"] is not None and true is not None]
+    index = {name: i for i, name in enumerate(labels)}
+    scores = classification_metrics().compute(predictions=[index[p] for p, _ in scored],
+                                              references=[index[t] for _, t in scored])
+    return {"examples": len(scored), **scores}
+
+
+def _predict_rows(classify, texts: list[str], labels: list[str], batch_size: int) -> list[dict]:
+    """One dict per text: the predicted label and every class's probability (None for an empty text,
+    which has nothing to classify)."""
+    present = [i for i, t in enumerate(texts) if t.strip()]
+    rows = [{"label": None, "probabilities": None} for _ in texts]
+    bar = tqdm(total=len(present), desc="predicting", unit="text")
+    outputs = classify((texts[i] for i in present), batch_size=batch_size, truncation=True)
+    for i, scores in zip(present, outputs):
+        probabilities = {s["label"]: s["score"] for s in scores}
+        rows[i] = {"label": max(probabilities, key=probabilities.get),
+                   "probabilities": [probabilities[name] for name in labels]}
+        bar.update(1)
+    bar.close()
+    if len(present) < len(texts):
+        print(f"{len(texts) - len(present):,} empty texts: no prediction (their rows are blank)", file=sys.stderr)
+    return rows
+
+
+def _write_csv(path: Path, rows: list[dict], labels: list[str], truth: list[str | None] | None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = ["row", "label", "probability", *(f"p({name})" for name in labels)] + (["true_label"] if truth else [])
+    temp = path.with_name(f".{path.name}.partial")
+    with open(temp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        for number, row in enumerate(rows):
+            p = row["probabilities"]
+            line = [number, row["label"] or "", "" if p is None else f"{max(p):.6f}",
+                    *(["" for _ in labels] if p is None else [f"{v:.6f}" for v in p])]
+            writer.writerow(line + ([truth[number] or ""] if truth else []))
+    os.replace(temp, path)
