@@ -11,13 +11,14 @@ from datasets import ClassLabel, Dataset, DatasetDict, concatenate_datasets
 
 from .config import DataConfig
 from .errors import DataError
-from .sources import load_splits, stratified_holdout
+from .sources import load_splits, source_name, stratified_holdout
+
 
 def _split(splits: DatasetDict, name: str, data: DataConfig) -> Dataset:
     if name not in splits:
         hint = (f"; set data.test_fraction (e.g. 0.2) to carve a test split from '{data.train_split}'"
                 if name == data.test_split else "")
-        raise DataError(f"dataset '{data.path}' has no split '{name}' (it has: {', '.join(splits)}){hint}")
+        raise DataError(f"dataset '{source_name(data)}' has no split '{name}' (it has: {', '.join(splits)}){hint}")
     return splits[name]
 
 
@@ -31,7 +32,7 @@ def label_names_of(ds: Dataset, data: DataConfig) -> list[str | None]:
 
 def _require_column(ds: Dataset, column: str, data: DataConfig, what: str) -> None:
     if column not in ds.column_names:
-        raise DataError(f"dataset '{data.path}' has no {what} column '{column}' "
+        raise DataError(f"dataset '{source_name(data)}' has no {what} column '{column}' "
                         f"(columns: {', '.join(ds.column_names)}); set data.{what}_column")
 
 
@@ -44,11 +45,11 @@ def _non_empty(ds: Dataset, data: DataConfig, split: str) -> Dataset:
     kept = ds.filter(lambda batch: [bool(t and t.strip()) for t in batch[column]], batched=True,
                      desc=f"dropping empty texts ({split})")
     if len(kept) == 0:
-        raise DataError(f"dataset '{data.path}' split '{split}': every text in column '{column}' is empty")
+        raise DataError(f"dataset '{source_name(data)}' split '{split}': every text in column '{column}' is empty")
     dropped = len(ds) - len(kept)
-    if dropped and (data.path, data.name, split, len(ds)) not in _REPORTED:
-        _REPORTED.add((data.path, data.name, split, len(ds)))
-        print(f"data: {data.path} split '{split}': {dropped:,} of {len(ds):,} texts are empty; dropped",
+    if dropped and (source_name(data), data.name, split, len(ds)) not in _REPORTED:
+        _REPORTED.add((source_name(data), data.name, split, len(ds)))
+        print(f"data: {source_name(data)} split '{split}': {dropped:,} of {len(ds):,} texts are empty; dropped",
               file=sys.stderr, flush=True)
     return kept
 
@@ -71,7 +72,7 @@ def lm_text_splits(data: DataConfig, seed: int) -> tuple[Dataset, Dataset]:
         valid = _non_empty(valid.select_columns([data.text_column]), data, data.validation_split)
     else:
         if len(train) < 2:
-            raise DataError(f"dataset '{data.path}': need at least 2 texts to hold one out for perplexity")
+            raise DataError(f"dataset '{source_name(data)}': need at least 2 texts to hold one out for perplexity")
         held = train.train_test_split(test_size=data.validation_fraction, seed=seed)
         train, valid = held["train"], held["test"]
     if data.max_texts is not None and len(train) > data.max_texts:
@@ -133,12 +134,12 @@ def classification_splits(data: DataConfig, examples_per_class: int | None, seed
     for split, values in ((data.train_split, train_labels), (data.test_split, test_labels)):
         missing = values.count(None)
         if missing:
-            raise DataError(f"dataset '{data.path}' split '{split}': {missing:,} examples have no label in column "
+            raise DataError(f"dataset '{source_name(data)}' split '{split}': {missing:,} examples have no label in column "
                             f"'{data.label_column}'; fill or remove them")
     unseen = sorted(set(test_labels) - set(names))
     if unseen:
         shown = ", ".join(f"'{u}' ({test_labels.count(u)})" for u in unseen[:5]) + (" ..." if len(unseen) > 5 else "")
-        raise DataError(f"dataset '{data.path}': split '{data.test_split}' has labels that split '{data.train_split}' "
+        raise DataError(f"dataset '{source_name(data)}': split '{data.test_split}' has labels that split '{data.train_split}' "
                         f"never shows: {shown}; a classifier cannot predict them (known: {', '.join(names)})")
     to_id = {n: i for i, n in enumerate(names)}
 

@@ -11,3 +11,9 @@ class RecipeError(LmTransferError):
 
 class DataError(LmTransferError):
     """The dataset does not fit what the recipe asks of it."""
+
+
+def first_line(err: BaseException) -> str:
+    """The first non-empty line of an error from another library (its message often goes on for pages)."""
+    lines = [line for line in str(err).splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__

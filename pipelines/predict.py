@@ -44,8 +44,8 @@ def load_classifier(folder: str | Path):
 
 
 def read_texts(data: DataConfig, split: str | None):
-    """(split name, dataset) of DATA: the split asked for, else `test` when there is one, else the
-    only split."""
+    """(what was read, dataset) of DATA: the split asked for, else `test` when there is one, else the
+    only split (a single file's rows)."""
     from .sources import load_splits
 
     splits = load_splits(data)
@@ -55,11 +55,11 @@ def read_texts(data: DataConfig, split: str | None):
             raise PredictError(f"{data.path} has the splits {', '.join(splits)}: choose one with --split")
     if split not in splits:
         raise PredictError(f"{data.path} has no split '{split}' (it has: {', '.join(splits)})")
-    ds = splits[split]
+    ds, read = splits[split], f"split '{split}' of {data.path}" if len(splits) > 1 else data.path
     if data.text_column not in ds.column_names:
         raise PredictError(f"{data.path}: no text column '{data.text_column}' (columns: {', '.join(ds.column_names)}); "
                            "set --text-column")
-    return split, ds
+    return read, ds
 
 
 def predict(folder: str | Path, data_path: str, output: str | Path = "predictions.csv", split: str | None = None,
@@ -73,7 +73,7 @@ def predict(folder: str | Path, data_path: str, output: str | Path = "prediction
     classify = load_classifier(folder)
     labels = [classify.model.config.id2label[i] for i in range(len(classify.model.config.id2label))]
     data = DataConfig(path=data_path, text_column=text_column, label_column=label_column, encoding=encoding)
-    split, ds = read_texts(data, split)
+    read, ds = read_texts(data, split)
     truth = label_names_of(ds, data) if label_column in ds.column_names else None
     if truth is not None:
         unknown = sorted(set(truth) - set(labels) - {None})
@@ -84,7 +84,7 @@ def predict(folder: str | Path, data_path: str, output: str | Path = "prediction
     texts = [t if isinstance(t, str) else "" for t in ds[text_column]]
     rows = _predict_rows(classify, texts, labels, batch_size)
     _write_csv(Path(output), rows, labels, truth)
-    print(f"predicted {len(texts):,} texts of {data_path} (split '{split}') with {folder}: {output}", file=sys.stderr)
+    print(f"predicted {len(texts):,} texts ({read}) with {folder}: {output}", file=sys.stderr)
     if truth is None:
         return {}
     scored = [(row["label"], true) for row, true in zip(rows, truth) if row["label"] is not None and true is not None]

@@ -18,8 +18,9 @@ from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from .backbones import resolve_checkpoint
 from .config import ClassifyStage, LMStage, LoadedRecipe, ModelConfig, TokenizerStage
-from .errors import DataError, RecipeError
+from .errors import DataError, RecipeError, first_line
 from .models.awd_lstm import AwdLstmConfig
+from .sources import source_name
 
 
 def check_inputs(recipe: LoadedRecipe, stages: list[str] | None = None) -> list[str]:
@@ -94,7 +95,7 @@ def check_stage_data(recipe: LoadedRecipe, name: str) -> str | None:
                 _DATA_READ[key] = f"{len(train):,} training texts, {len(held_out):,} held out for perplexity"
         except DataError as err:
             raise DataError(f"{where}: {err}") from None
-    return f"[{name}] data {stage.data.path or stage.data.files}: {_DATA_READ[key]}"
+    return f"[{name}] data {source_name(stage.data)}: {_DATA_READ[key]}"
 
 
 def check_writable(where: str, folder: str) -> None:
@@ -119,7 +120,8 @@ def _check_model(where: str, value: str | None, kind: str, built: set[str]) -> N
     path = resolve_checkpoint(value)
     local = os.path.isdir(path)
     if not local and value.startswith((".", "/", "~")):
-        raise RecipeError(f"{where}: no such folder '{value}'")
+        what = "a file, not a model folder" if os.path.isfile(path) else "not there"
+        raise RecipeError(f"{where}: '{value}' is {what}; give a stage's output folder or a Hub model id")
     if local and kind != "tokenizer" and not os.path.isfile(os.path.join(path, "config.json")):
         raise RecipeError(f"{where}: '{value}' is not a model folder (no config.json); give a stage's output "
                           "folder (e.g. runs/demo-bbc/pretrain) or a Hub model id")
@@ -130,8 +132,8 @@ def _check_model(where: str, value: str | None, kind: str, built: set[str]) -> N
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError, KeyError) as err:
         if local:
-            raise RecipeError(f"{where}: cannot load '{value}': {_first_line(err)}") from None
-        why = "offline mode: HF_HUB_OFFLINE=1" if is_offline_mode() else _first_line(err)[:160]
+            raise RecipeError(f"{where}: cannot load '{value}': {first_line(err)}") from None
+        why = "offline mode: HF_HUB_OFFLINE=1" if is_offline_mode() else first_line(err)[:160]
         raise RecipeError(f"{where}: '{value}' is not a local folder (looked in {os.path.abspath(value)}) and "
                           f"could not be loaded from the Hub ({why}); download it to a folder and give that "
                           "folder, or give another model") from None
@@ -161,9 +163,3 @@ def check_model_config_keys(where: str, model: ModelConfig) -> None:
             close = difflib.get_close_matches(key, sorted(known), n=1)
             raise RecipeError(f"{where}.config.{key}: not a field of {config_class.__name__}"
                               f"{f' (did you mean {close[0]}?)' if close else ''}")
-
-
-def _first_line(err: BaseException) -> str:
-    lines = [line for line in str(err).splitlines() if line.strip()]
-    return lines[0] if lines else type(err).__name__
-

