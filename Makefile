@@ -22,9 +22,9 @@ help:
 	@echo "make label-efficiency RECIPE=... ARGS=...   the recipe's label-efficiency sweep (summary.md, curve.png)"
 	@echo "make predict RUN=<classifier folder> DATA=<file or folder> [OUTPUT=predictions.csv]"
 	@echo "                               label a file's texts (accuracy and macro-F1 when it has labels)"
-	@echo "make publish RUN=<folder> REPO_ID=user/name [BASE_MODEL=user/lm] [REVISION=branch] [PRIVATE=1] [DRY_RUN=1]"
-	@echo "                               upload a model's folder to the Hub"
-	@echo "make validate                  check every recipe without running anything"
+	@echo "make publish RUN=<folder> REPO_ID=user/name [BASE_MODEL=user/lm] [REVISION=branch] [PRIVATE=1] [WITH_CODE=1] [DRY_RUN=1]"
+	@echo "                               upload a model's folder to the Hub (WITH_CODE=1: with its modeling code)"
+	@echo "make validate [RECIPES=...]    check recipes, their data and models (default: every shipped recipe); train nothing"
 
 $(BIN)/lm-transfer: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -63,13 +63,15 @@ predict: setup
 	$(BIN)/lm-transfer predict $(RUN) $(DATA) --output $(OUTPUT) $(ARGS)
 
 PUBLISH_FLAGS = $(if $(BASE_MODEL),--base-model $(BASE_MODEL)) $(if $(REVISION),--revision $(REVISION)) \
-                $(if $(PRIVATE),--private) $(if $(DRY_RUN),--dry-run)
+                $(if $(PRIVATE),--private) $(if $(WITH_CODE),--with-code) $(if $(DRY_RUN),--dry-run)
 publish: setup
-	@test -n "$(RUN)" -a -n "$(REPO_ID)" || { echo "usage: make publish RUN=runs/demo-bbc/classifier REPO_ID=user/name [BASE_MODEL=user/lm] [REVISION=branch] [PRIVATE=1] [DRY_RUN=1]"; exit 2; }
+	@test -n "$(RUN)" -a -n "$(REPO_ID)" || { echo "usage: make publish RUN=runs/demo-bbc/classifier REPO_ID=user/name [BASE_MODEL=user/lm] [REVISION=branch] [PRIVATE=1] [WITH_CODE=1] [DRY_RUN=1]"; exit 2; }
 	$(BIN)/lm-transfer publish $(RUN) --repo-id $(REPO_ID) $(strip $(PUBLISH_FLAGS))
 
+# Recipes that name Hub datasets or models (recipes/imdb/ulmfit.yaml) need the Hub, or its cache, to check.
+RECIPES ?= $(wildcard recipes/demo/*.yaml recipes/imdb/*.yaml recipes/bbc/*.yaml)
 validate: setup
-	$(BIN)/lm-transfer validate recipes/demo/*.yaml recipes/imdb/*.yaml recipes/bbc/*.yaml
+	$(BIN)/lm-transfer validate $(RECIPES)
 
 clean:
 	rm -rf runs

@@ -17,7 +17,9 @@ import jinja2
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from . import __version__
 from .backbones import PACKAGED_CHECKPOINTS
+from .errors import LmTransferError
 from .sweep_report import format_duration
 
 CARD = "README.md"
@@ -151,21 +153,56 @@ def render_card(folder: Path, stage: str, recipe_path: str, resolved: dict, metr
         base_model=hub_id(base), eval_results=eval_results)
     training = section.get("training", {})
     values = dict(
-        model_name=model_name, stage=stage, recipe_path=recipe_path, output_dir=section["output_dir"],
+        model_name=model_name, stage=stage, recipe_path=recipe_path,
         backbone=backbone, config=config, metrics=metrics,
         parameters=metrics["parameters"], vocab_size=body.get("vocab_size"), data=data, base_model=base,
         sequence_length=section.get("max_length") if classifier else section.get("block_size"),
-        masked=masked, version=metrics.get("lm_transfer", {}).get("version"),
-        training=training, stage_yaml=yaml.safe_dump({stage: _used(section)}, sort_keys=False).rstrip(),
+        masked=masked, training=training, stage_yaml=yaml.safe_dump({stage: _used(section)}, sort_keys=False).rstrip(),
         wall_time=format_duration(wall) if (wall := metrics.get("stage_wall_seconds")) else None,
         hardware=metrics.get("hardware"),
-        needs_package=classifier or backbone == "awd_lstm",
         label_efficiency=label_efficiency, earlier_stages=earlier,
         citations=[entry.strip() for entry in card_section.get("citations", [])])
     # What ModelCard.from_template does, through an environment that lets the templates include
     # their shared parts (pipelines/model_cards/_*.md).
     template = _templates().get_template("classifier.md" if classifier else "language_model.md")
-    return ModelCard(template.render(card_data=card_data.to_yaml(), **{**card_data.to_dict(), **values}))
+    loading = _loading(config, stage, metrics, card_section, section["output_dir"])
+    return ModelCard(template.render(card_data=card_data.to_yaml(), **{**card_data.to_dict(), **values, **loading}))
+
+
+def _loading(config: dict, stage: str, metrics: dict, card_section: dict, output_dir: str) -> dict:
+    """What a card's code notice and How to load say (_code_notice.md, _how_to_load.md), for
+    loading with lm-transfer installed."""
+    classifier, masked = stage == "classify", metrics.get("objective") == "masked"
+    return dict(
+        classifier=classifier, model_type=config["model_type"], output_dir=output_dir,
+        # lm-transfer's own classes, which transformers lacks: the classifier (any body) and the AWD-LSTM
+        needs_package=classifier or config["model_type"] == "awd_lstm",
+        auto_class=("AutoModelForSequenceClassification" if classifier else
+                    "AutoModelForMaskedLM" if masked else "AutoModelForCausalLM"),
+        version=metrics.get("lm_transfer", {}).get("version"), install=card_section.get("install"),
+        remote_code=False)
+
+
+_LOADING_BLOCKS = ("code-notice", "how-to-load")
+
+
+def with_modeling_code(text: str, folder: Path) -> str:
+    """A card's text for a repo that also carries the model's code (remote_code.MODELING_FILE, from
+    publish --with-code): its code notice and How to load re-rendered to load the model with
+    trust_remote_code=True and without lm-transfer installed."""
+    config = json.loads((folder / "config.json").read_text())
+    metrics = json.loads((folder / "metrics.json").read_text())
+    values = {**_loading(config, metrics["lm_transfer"]["stage"], metrics, {}, str(folder)),
+              "remote_code": True, "code_version": __version__}
+    for name in _LOADING_BLOCKS:
+        block = re.compile(rf"<!-- lm-transfer:{name} -->\n.*?<!-- /lm-transfer:{name} -->", re.S)
+        if not block.search(text):
+            raise LmTransferError(f"{folder / CARD}: no <!-- lm-transfer:{name} --> block (a card written by an "
+                                  "older lm-transfer): `lm-transfer run RECIPE` finds the stage current and "
+                                  "re-renders its card")
+        rendered = _templates().get_template(f"_{name.replace('-', '_')}.md").render(**values).strip()
+        text = block.sub(lambda _: rendered, text, count=1)
+    return text
 
 
 def _used(section: dict) -> dict:

@@ -34,6 +34,10 @@ def _parser() -> argparse.ArgumentParser:
                          help="the Hub repo the model this one was fine-tuned from was published to (card lineage)")
     publish.add_argument("--revision", metavar="BRANCH",
                          help="upload to this branch of the repo (created when missing), e.g. one per sweep stage")
+    publish.add_argument("--with-code", action="store_true",
+                         help="also upload the model's code (modeling_lm_transfer.py, generated from this package) "
+                              "so it loads with trust_remote_code=True without lm-transfer; a classifier or an "
+                              "AWD-LSTM language model")
     predict = commands.add_parser("predict", help="label a file's texts with a trained classifier (and score them "
                                                    "when the file has labels)")
     predict.add_argument("folder", help="a classifier's folder, e.g. runs/demo-bbc/classifier")
@@ -60,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             from .publish import publish
 
             print(publish(args.folder, args.repo_id, private=args.private, dry_run=args.dry_run,
-                          base_model=args.base_model, revision=args.revision))
+                          base_model=args.base_model, revision=args.revision, with_code=args.with_code))
             return 0
         return _run(args)
     except LmTransferError as err:

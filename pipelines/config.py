@@ -200,6 +200,10 @@ class CardSection:
     # Local data paths that are copies of Hub datasets, e.g. {../shared/data/imdb: stanfordnlp/imdb}:
     # the card's datasets and model-index name the Hub dataset instead of the local path.
     hub_datasets: Dict[str, str] = field(default_factory=dict)
+    # The pip requirement that installs the lm-transfer that trained the model, for the cards of models
+    # whose code is lm-transfer's, e.g. "lm-transfer @ git+https://github.com/you/lm-transfer@v0.1.0".
+    # None: the card says to install it from a checkout of its source (it is not on PyPI).
+    install: Optional[str] = None
 
 
 @dataclass

@@ -3,8 +3,10 @@ tokenizer, metrics.json, recipe.yaml, the card README.md) becomes the repo's con
 
 Steps: check the folder is a finished lm-transfer stage -> point its card at the repo (the loading
 example names it; with --base-model, the card's base_model and its mentions of the local folder it
-was fine-tuned from name that repo instead) -> rewrite the user's absolute paths in the text files
-that go up (public_text) and refuse a file that holds a Hub token -> (dry run: list files and card
+was fine-tuned from name that repo instead; with --with-code, it loads the model with
+trust_remote_code=True) -> rewrite the user's absolute paths in the text files that go up
+(public_text) -> with --with-code, add the modeling file generated from the package's sources and
+config.json's auto_map -> refuse a file that holds a Hub token -> (dry run: list files and card
 metadata, stop) -> refuse offline mode and a missing token -> create the repo (and the branch) when
 missing -> make the repo's content the folder, with that card, in one commit (uploads and
 deletions) whose message names the recipe and stage. The folder itself is left as its stage wrote it.
@@ -27,8 +29,9 @@ import yaml
 from huggingface_hub import HfApi, ModelCard, constants, get_token, is_offline_mode
 from huggingface_hub.errors import HfHubHTTPError
 
-from .cards import CARD, initial_weights
+from .cards import CARD, initial_weights, with_modeling_code
 from .errors import LmTransferError
+from .remote_code import MODELING_FILE, auto_map, modeling_source
 
 
 class PublishError(LmTransferError):
@@ -75,12 +78,16 @@ def public_text(text: str) -> str:
     return _LOCAL_PATH.sub(public, text)
 
 
-def card_for_repo(folder: Path, stage: str, repo_id: str, base_model: str | None = None) -> ModelCard:
+def card_for_repo(folder: Path, stage: str, repo_id: str, base_model: str | None = None,
+                  with_code: bool = False) -> ModelCard:
     """The folder's card as it reads on the Hub under `repo_id`: the loading example names the repo,
     and with `base_model` (the Hub repo where the model this stage started from was published) so
-    do the card's base_model metadata and the text that named the local folder."""
+    do the card's base_model metadata and the text that named the local folder. `with_code`: the
+    repo carries the model's code, and the card loads it from there."""
     card = ModelCard.load(folder / CARD)
-    card.text = re.sub(r'from_pretrained\("[^"]*"\)', f'from_pretrained("{repo_id}")', card.text)
+    if with_code:
+        card.text = with_modeling_code(card.text, folder)
+    card.text = re.sub(r'(?<=from_pretrained\()"[^"]*"', f'"{repo_id}"', card.text)
     if base_model:
         if not _REPO_ID.match(base_model) or Path(base_model).exists():  # (a local folder is not a repo)
             raise PublishError(f"--base-model {base_model!r}: give the Hub repo id (user/name) "
@@ -95,16 +102,20 @@ def card_for_repo(folder: Path, stage: str, repo_id: str, base_model: str | None
 
 
 def publish(folder: str | Path, repo_id: str, private: bool = False, dry_run: bool = False,
-            base_model: str | None = None, revision: str | None = None) -> str:
+            base_model: str | None = None, revision: str | None = None, with_code: bool = False) -> str:
     """Uploads `folder` to the model repo `repo_id` (on branch `revision` when given); returns the
     commit URL (or, for a dry run, the listing that would go up). `base_model`: the Hub repo the
-    stage's init_from folder was published to, for the card's lineage."""
+    stage's init_from folder was published to, for the card's lineage. `with_code`: the upload also
+    carries the model's code (remote_code.MODELING_FILE), so it loads with trust_remote_code=True."""
     folder = Path(folder)
     record = stage_record(folder)
     if not _REPO_ID.match(repo_id):
         raise PublishError(f"--repo-id {repo_id!r}: give user/name (or organization/name)")
-    card = card_for_repo(folder, record["stage"], repo_id, base_model)
+    mapping = _auto_map(folder) if with_code else None
+    card = card_for_repo(folder, record["stage"], repo_id, base_model, with_code)
     uploads = _uploads(folder, card)
+    if mapping:
+        uploads.update(_modeling_code(uploads, mapping))
     _refuse_tokens(folder, uploads)
     where = f"{repo_id}{f' (branch {revision})' if revision else ''}"
     if dry_run:
@@ -166,6 +177,25 @@ def _uploads(folder: Path, card: ModelCard) -> dict[Path, bytes | None]:
         else:
             uploads[path.relative_to(folder)] = None
     return uploads
+
+
+def _auto_map(folder: Path) -> dict[str, str]:
+    """config.json's auto_map for --with-code; a model that transformers has itself (a transformer
+    language model) needs no code, and the flag is refused rather than ignored."""
+    model_type = json.loads((folder / "config.json").read_text())["model_type"]
+    mapping = auto_map(model_type)
+    if mapping is None:
+        raise PublishError(f"--with-code: {folder} is a {model_type} model, which transformers loads without "
+                           "lm-transfer's code; publish it without --with-code")
+    return mapping
+
+
+def _modeling_code(uploads: dict[Path, bytes | None], mapping: dict[str, str]) -> dict[Path, bytes]:
+    """The uploads --with-code adds or replaces: the generated modeling file, and config.json (as it
+    goes up, paths rewritten) with the auto_map that points the Auto classes at that file."""
+    config = json.loads(uploads[Path("config.json")])
+    config_text = json.dumps({**config, "auto_map": mapping}, indent=2, sort_keys=True) + "\n"
+    return {Path("config.json"): config_text.encode(), Path(MODELING_FILE): modeling_source().encode()}
 
 
 def _refuse_tokens(folder: Path, uploads: dict[Path, bytes | None]) -> None:

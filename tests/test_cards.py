@@ -195,3 +195,67 @@ def test_a_kept_sweep_cell_is_a_publishable_model_folder(tmp_path, topic_data, c
     capsys.readouterr()
     assert main(["publish", str(folder), "--repo-id", "someone/topics", "--revision", "pretrained-3-1", "--dry-run"]) == 0
     assert "would upload to someone/topics (branch pretrained-3-1)" in capsys.readouterr().out
+
+
+INSTALL = "lm-transfer @ git+https://github.com/you/lm-transfer@v0.1.0"
+
+
+def _render(folder, stage, card_section):
+    recipe = yaml.safe_load((folder / "recipe.yaml").read_text())
+    metrics = json.loads((folder / "metrics.json").read_text())
+    return render_card(folder, stage, "recipe.yaml", {**recipe, "card": card_section}, metrics).text
+
+
+def _notice(text):
+    """The warning block right under the card's title (None when there is none)."""
+    found = re.search(r"^# [\w-]+\n\n<!-- lm-transfer:code-notice -->\n(> \[!WARNING\]\n(?:> .*\n)+)"
+                      r"<!-- /lm-transfer:code-notice -->\n", text, flags=re.MULTILINE)
+    return " ".join(found.group(1).replace("> ", "").split()) if found else None
+
+
+def _never_pip_install_pipelines(text):
+    """`pip install pipelines` (someone else's PyPI project) only ever in a "do not" sentence."""
+    said = re.findall(r"(.{0,8})pip install pipelines", text)
+    assert said and all(before == "do not `" for before in said), said
+
+
+@pytest.mark.parametrize("install", [INSTALL, None])
+@pytest.mark.parametrize("stage,folder", [("classify", "classifier"), ("lm_finetune", "lm_finetune")])
+def test_a_card_whose_model_needs_lm_transfer_warns_at_the_top_how_to_install_it(awd_run, stage, folder, install):
+    text = _render(awd_run[0] / "run" / folder, stage, {"install": install} if install else {})
+    notice = _notice(text)
+    model_type = "lm_transfer_classifier" if stage == "classify" else "awd_lstm"
+    assert notice.startswith("[!WARNING] This model's code is not part of transformers and does not come with "
+                             "these files: load the model with lm-transfer 0.1.0 installed")
+    assert f"does not recognize the model type `{model_type}`; upgrading transformers does not help." in notice
+    if install:
+        assert f'Install it with `pip install "{install}"`.' in notice
+        assert "not on PyPI" not in text
+    else:
+        assert ("lm-transfer 0.1.0 is not on PyPI: install it from its source repository (`pip install .` in a "
+                "checkout of lm-transfer 0.1.0).") in notice
+        assert "pip install \"" not in text
+    assert notice.endswith("The PyPI package named `pipelines` is unrelated to lm-transfer (whose import name is "
+                           "`pipelines`): do not `pip install pipelines`.")
+    _never_pip_install_pipelines(text)
+    # How to load agrees: the package imported, no remote code
+    how = text[text.index("## How to load"):text.index("## Citation")]
+    assert "these files carry no modeling code:\ninstall lm-transfer (see the note at the top) and import it first" in how
+    assert "import pipelines  # noqa: F401" in how and "trust_remote_code" not in how
+
+
+def test_a_transformer_language_models_card_has_no_warning(awd_run, tmp_path):
+    """A Llama LM is transformers' own: its card neither warns nor asks for lm-transfer."""
+    from transformers import LlamaConfig
+
+    folder = tmp_path / "pretrain"
+    shutil.copytree(awd_run[0] / "run" / "pretrain", folder)
+    LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=2).to_json_file(folder / "config.json")
+    text = _render(folder, "pretrain", {"install": INSTALL})
+    assert re.search(r"^# [\w-]+-pretrain\n\nA causal language model \(llama\)", text, flags=re.MULTILINE)
+    assert _notice(text) is None
+    for absent in ("code-notice", "[!WARNING]", "not part of transformers", "pip install", "import pipelines",
+                   "trust_remote_code"):
+        assert absent not in text, absent
+    assert "model = AutoModelForCausalLM.from_pretrained(" in text

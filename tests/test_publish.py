@@ -257,3 +257,144 @@ def test_no_connection_to_the_hub_is_one_clear_error(run_copy, online, monkeypat
     assert main(["publish", str(run_copy / "classifier"), "--repo-id", "someone/x"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: cannot reach the Hub at {endpoint}: ")
+
+
+# Loads a downloaded repo as a Hub user without lm-transfer would: `import pipelines` fails (a
+# meta-path finder ahead of the installed package refuses it), so only the repo's own code can serve.
+_LOAD_WITHOUT_LM_TRANSFER = """
+import json, sys
+
+class NoLmTransfer:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "pipelines":
+            raise ImportError("lm-transfer is not installed here")
+
+sys.meta_path.insert(0, NoLmTransfer())
+try:
+    import pipelines
+    sys.exit("import pipelines worked: the test would prove nothing")
+except ImportError:
+    pass
+import torch
+import transformers
+
+folder, auto_class, texts = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+model = getattr(transformers, auto_class).from_pretrained(folder, trust_remote_code=True)
+tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+with torch.no_grad():
+    logits = model(**tokenizer(texts, return_tensors="pt", padding=True)).logits
+print(json.dumps({"logits": logits.tolist(), "class": f"{type(model).__module__}.{type(model).__name__}",
+                  "pipelines": sorted(m for m in sys.modules if m.split(".")[0] == "pipelines")}))
+"""
+TEXTS = ["The striker scored a late goal and the fans cheered.", "Garlic butter sauce for the bread."]
+AUTO_MAPS = {
+    "classifier": {"AutoConfig": "modeling_lm_transfer.TransferClassifierConfig",
+                   "AutoModelForSequenceClassification": "modeling_lm_transfer.TransferClassifier"},
+    "lm_finetune": {"AutoConfig": "modeling_lm_transfer.AwdLstmConfig",
+                    "AutoModel": "modeling_lm_transfer.AwdLstmModel",
+                    "AutoModelForCausalLM": "modeling_lm_transfer.AwdLstmForCausalLM"},
+}
+
+
+@pytest.mark.parametrize("stage,auto_class,model_class", [
+    ("classifier", "AutoModelForSequenceClassification", "TransferClassifier"),
+    ("lm_finetune", "AutoModelForCausalLM", "AwdLstmForCausalLM")])
+def test_with_code_the_repo_loads_where_lm_transfer_is_not_installed(run_copy, hub, tmp_path, stage, auto_class,
+                                                                     model_class):
+    import torch
+    import transformers
+
+    folder = run_copy / stage
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert main(["publish", str(folder), "--repo-id", "someone/x", "--with-code"]) == 0
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # the folder stays as the stage wrote it
+    sent = hub.repos["someone/x"]["files"]
+    assert sent.keys() == before.keys() | {"modeling_lm_transfer.py"}
+    assert json.loads(sent["config.json"])["auto_map"] == AUTO_MAPS[stage]
+    download = tmp_path / "download"
+    download.mkdir()
+    for name, data in sent.items():
+        (download / name).write_bytes(data)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    done = subprocess.run([sys.executable, "-c", _LOAD_WITHOUT_LM_TRANSFER, str(download), auto_class,
+                           json.dumps(TEXTS)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    assert loaded["pipelines"] == []
+    assert loaded["class"].startswith("transformers_modules.") and loaded["class"].endswith(
+        f".modeling_lm_transfer.{model_class}")  # the repo's own code
+    # the same numbers as the stage's folder loaded the usual way, with the package
+    model = getattr(transformers, auto_class).from_pretrained(folder)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    with torch.no_grad():
+        expected = model(**tokenizer(TEXTS, return_tensors="pt", padding=True)).logits
+    assert torch.equal(torch.tensor(loaded["logits"]), expected)
+
+
+def test_the_modeling_file_is_the_packages_sources_and_imports_no_lm_transfer(run_copy, hub):
+    import ast
+    import inspect
+
+    from pipelines import ulmfit
+    from pipelines.models import awd_lstm, classifier
+
+    assert main(["publish", str(run_copy / "classifier"), "--repo-id", "someone/x", "--with-code"]) == 0
+    source = hub.repos["someone/x"]["files"]["modeling_lm_transfer.py"].decode()
+    imported = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            assert node.level == 0, ast.unparse(node)  # no package-relative import left
+            imported.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Import):
+            imported.update(alias.name.split(".")[0] for alias in node.names)
+    assert imported == {"__future__", "math", "dataclasses", "torch", "transformers", "huggingface_hub"}
+    assert source.count("from __future__ import annotations") == 1
+    assert ast.parse(source).body[1].module == "__future__"  # (after the docstring, before anything else)
+    # generated from the package, not a copy kept by hand: its definitions are the package's, once each
+    for definition in (ulmfit.concat_pool, ulmfit.encode_bpt3c, ulmfit.GradualUnfreezing, awd_lstm.AwdLstmConfig,
+                       awd_lstm.WeightDropLstm, classifier.PoolingHead, classifier.TransferClassifier):
+        assert source.count(inspect.getsource(definition)) == 1, definition.__name__
+    for registration in ('AutoConfig.register("awd_lstm", AwdLstmConfig, exist_ok=True)',
+                         "AutoModelForSequenceClassification.register(TransferClassifierConfig, TransferClassifier, "
+                         "exist_ok=True)"):
+        assert registration in source
+
+
+def test_with_code_the_card_loads_from_the_repo_and_the_dry_run_lists_the_file(run_copy, hub, capsys):
+    folder = run_copy / "classifier"
+    assert main(["publish", str(folder), "--repo-id", "someone/x", "--with-code", "--dry-run"]) == 0
+    listed = capsys.readouterr().out
+    assert "  modeling_lm_transfer.py  " in listed and f", {len(list(folder.iterdir())) + 1} files," in listed
+    assert hub.requests == []
+    assert main(["publish", str(folder), "--repo-id", "someone/x", "--with-code"]) == 0
+    card = hub.repos["someone/x"]["files"]["README.md"].decode()
+    notice = card[card.index("> [!WARNING]"):card.index("<!-- /lm-transfer:code-notice -->")]
+    notice = " ".join(notice.replace("> ", "").split())
+    assert notice.startswith("[!WARNING] This model's code is not part of transformers. This repo carries it: "
+                             "`modeling_lm_transfer.py`, generated from lm-transfer 0.1.0's sources. Read that file, "
+                             "then load the model with `trust_remote_code=True`")
+    assert notice.endswith("do not `pip install pipelines`.")
+    how = card[card.index("## How to load"):card.index("## Citation")]
+    assert "`trust_remote_code=True`\nruns that file on your machine: read it first." in how
+    assert ('model = AutoModelForSequenceClassification.from_pretrained("someone/x", trust_remote_code=True)'
+            in how)
+    assert 'tokenizer = AutoTokenizer.from_pretrained("someone/x")' in how
+    assert "import pipelines" not in card and "see the note at the top" not in card and "not on PyPI" not in card
+
+    # without --with-code, the repo carries no code and its card says to install lm-transfer
+    assert main(["publish", str(folder), "--repo-id", "someone/x"]) == 0
+    files = hub.repos["someone/x"]["files"]
+    assert "modeling_lm_transfer.py" not in files and "auto_map" not in json.loads(files["config.json"])
+    card = files["README.md"].decode()
+    assert "does not come with these files" in card and "trust_remote_code" not in card
+    assert 'model = AutoModelForSequenceClassification.from_pretrained("someone/x")' in card
+
+
+def test_with_code_is_refused_for_a_language_model_transformers_has(run_copy, hub, capsys):
+    folder = run_copy / "pretrain"
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "model_type": "llama"}))  # (only its type is read)
+    assert main(["publish", str(folder), "--repo-id", "someone/x", "--with-code", "--dry-run"]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: --with-code: {folder} is a llama model, which transformers "
+                                               "loads without lm-transfer's code; publish it without --with-code")
+    assert hub.requests == []

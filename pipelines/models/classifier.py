@@ -2,8 +2,8 @@
 
 The body is any `AutoModel` (this package's AWD-LSTM, Llama, GPT-2, BERT, ...); documents are
 read with BPT3C and pooled with concat pooling, then a small MLP head predicts the label.
-Saved folders load with `AutoModelForSequenceClassification.from_pretrained` once `pipelines`
-is imported.
+Importing this module (as importing `pipelines` does) registers the classes with the Auto classes,
+so saved folders load with `AutoModelForSequenceClassification.from_pretrained`.
 """
 
 from __future__ import annotations
