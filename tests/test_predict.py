@@ -14,12 +14,21 @@ def read_csv(path):
         return list(csv.DictReader(handle))
 
 
-def test_predict_on_labeled_data_reproduces_the_stages_test_scores(awd_run, topic_data, tmp_path, capsys):
+@pytest.mark.parametrize("form", ["dataset folder", "csv"])
+def test_predict_on_labeled_data_reproduces_the_stages_test_scores(form, awd_run, topic_data, tmp_path, capsys):
     folder = awd_run[0] / "run" / "classifier"
-    assert main(["predict", str(folder), str(topic_data), "--output", str(tmp_path / "preds.csv")]) == 0
+    data = topic_data  # a folder with train and test: its test split is read
+    if form == "csv":
+        data = tmp_path / "labeled.csv"
+        with open(data, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["text", "label"])
+            for line in (topic_data / "test.jsonl").read_text().splitlines():
+                writer.writerow(json.loads(line).values())
+    assert main(["predict", str(folder), str(data), "--output", str(tmp_path / "preds.csv")]) == 0
     rows = read_csv(tmp_path / "preds.csv")
     expected = json.loads((folder / "metrics.json").read_text())
-    assert len(rows) == expected["test_examples"] == 45  # the test split of a folder with train and test
+    assert len(rows) == expected["test_examples"] == 45
     assert list(rows[0]) == ["row", "label", "probability", "p(food)", "p(sport)", "p(tech)", "true_label"]
     for row in rows:
         probabilities = [float(row[f"p({name})"]) for name in ("food", "sport", "tech")]
