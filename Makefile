@@ -10,6 +10,9 @@ ACCELERATE_CONFIG ?= recipes/accelerate/single.yaml
 # speed of a plain run on 2 cores); split the cores between the config's processes instead.
 PROCESSES   := $(shell awk '/^num_processes:/ {print $$2}' $(ACCELERATE_CONFIG))
 CPU_THREADS ?= $(shell n=$$(( $$(nproc) / $(or $(PROCESSES),1) )); echo $$(( n > 0 ? n : 1 )))
+# With more than one process, accelerate's launcher answers a process that stops on a user's mistake
+# with a traceback of its own: check the recipe (and its data) in one process first.
+CHECK_FIRST = $(if $(filter-out 1,$(or $(PROCESSES),1)),$(BIN)/lm-transfer validate $(1) $(foreach a,$(ARGS),--set $(a)) >/dev/null &&)
 LAUNCH := $(BIN)/accelerate launch --config_file $(ACCELERATE_CONFIG) --num_cpu_threads_per_process $(CPU_THREADS) -m pipelines
 
 .PHONY: help setup demo test run pretrain finetune classify label-efficiency predict publish validate clean
@@ -37,25 +40,25 @@ $(BIN)/lm-transfer: pyproject.toml
 setup: $(BIN)/lm-transfer
 
 demo: setup
-	$(LAUNCH) run recipes/demo/bbc.yaml $(ARGS)
+	$(call CHECK_FIRST,recipes/demo/bbc.yaml) $(LAUNCH) run recipes/demo/bbc.yaml $(ARGS)
 
 test: setup
 	$(BIN)/python -m pytest tests -q $(PYTEST_ARGS)
 
 run: setup
-	$(LAUNCH) run $(RECIPE) $(ARGS)
+	$(call CHECK_FIRST,$(RECIPE)) $(LAUNCH) run $(RECIPE) $(ARGS)
 
 pretrain: setup
-	$(LAUNCH) run $(RECIPE) --stage pretrain $(ARGS)
+	$(call CHECK_FIRST,$(RECIPE)) $(LAUNCH) run $(RECIPE) --stage pretrain $(ARGS)
 
 finetune: setup
-	$(LAUNCH) run $(RECIPE) --stage lm_finetune $(ARGS)
+	$(call CHECK_FIRST,$(RECIPE)) $(LAUNCH) run $(RECIPE) --stage lm_finetune $(ARGS)
 
 classify: setup
-	$(LAUNCH) run $(RECIPE) --stage classify $(ARGS)
+	$(call CHECK_FIRST,$(RECIPE)) $(LAUNCH) run $(RECIPE) --stage classify $(ARGS)
 
 label-efficiency: setup
-	$(LAUNCH) sweep $(RECIPE) $(ARGS)
+	$(call CHECK_FIRST,$(RECIPE)) $(LAUNCH) sweep $(RECIPE) $(ARGS)
 
 OUTPUT ?= predictions.csv
 predict: setup

@@ -47,6 +47,11 @@ def initial_weights(section: dict) -> str | None:
     return section.get("init_from") or (model.get("checkpoint") if model.get("backbone") == "checkpoint" else None)
 
 
+def data_path(data: dict) -> str:
+    """How a card names a stage's data: its path, or its files' names when only data.files is given."""
+    return data.get("path") or ", ".join(os.path.basename(f) for f in (data.get("files") or {}).values())
+
+
 def dataset_id(path: str, card_section: dict) -> str | None:
     """The Hub dataset a stage's data is: a Hub id, or a local copy the card section maps to one."""
     return (card_section.get("hub_datasets") or {}).get(path) or hub_id(path)
@@ -64,7 +69,7 @@ def earlier_stages(stage: str, resolved: dict) -> list[dict]:
             break
         seconds, training = metrics.get("stage_wall_seconds"), section.get("training", {})
         steps, epochs = training.get("max_steps"), training.get("num_train_epochs")
-        chain.append({"stage": name, "folder": base, "data": section["data"]["path"], "tokens": metrics.get("train_tokens"),
+        chain.append({"stage": name, "folder": base, "data": data_path(section["data"]), "tokens": metrics.get("train_tokens"),
                       "schedule": f"{steps} steps" if steps and steps > 0 else f"{epochs} epoch{'s' * (epochs != 1)}" if epochs else None,
                       "perplexity": metrics.get("eval_perplexity"), "hardware": metrics.get("hardware"),
                       "wall_time": format_duration(seconds) if seconds else None})
@@ -115,7 +120,7 @@ def render_card(folder: Path, stage: str, recipe_path: str, resolved: dict, metr
     classifier = stage == "classify"
     body = config.get("backbone") or config  # a transformer classifier nests its body's config
     backbone = body["model_type"]
-    data = section["data"]
+    data = {**section["data"], "path": data_path(section["data"])}
     dataset = dataset_id(data["path"], card_section)
     base = initial_weights(section)
     masked = metrics.get("objective") == "masked"

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .errors import LmTransferError
@@ -68,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         return _run(args)
     except LmTransferError as err:
-        print(f"error: {err}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # (under accelerate launch, every process has the error)
+            print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted: finished stages and sweep cells are kept, and so is a stage's last checkpoint "

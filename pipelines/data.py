@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 
 import numpy as np
+from accelerate import PartialState
 from datasets import ClassLabel, Dataset, DatasetDict, concatenate_datasets
 
 from .config import DataConfig
@@ -27,13 +28,24 @@ def label_names_of(ds: Dataset, data: DataConfig) -> list[str | None]:
     feature, values = ds.features[data.label_column], ds[data.label_column]
     if isinstance(feature, ClassLabel):
         return [feature.names[v] if v is not None and v >= 0 else None for v in values]
-    return [None if v is None or (isinstance(v, str) and not v.strip()) else str(v) for v in values]
+    return [None if v is None or (isinstance(v, str) and not v.strip()) else _label_text(v) for v in values]
+
+
+def _label_text(value) -> str:
+    # A label column read as floats (a CSV with a blank cell) still names classes 0 and 1, not 0.0 and 1.0.
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _require_column(ds: Dataset, column: str, data: DataConfig, what: str) -> None:
     if column not in ds.column_names:
         raise DataError(f"dataset '{source_name(data)}' has no {what} column '{column}' "
                         f"(columns: {', '.join(ds.column_names)}); set data.{what}_column")
+    dtype = getattr(ds.features[column], "dtype", None)
+    if what == "text" and "string" not in str(dtype):
+        raise DataError(f"dataset '{source_name(data)}': column '{column}' holds {dtype or 'non-text values'}, "
+                        "not text; set data.text_column")
 
 
 _REPORTED: set[tuple] = set()
@@ -47,7 +59,7 @@ def _non_empty(ds: Dataset, data: DataConfig, split: str) -> Dataset:
     if len(kept) == 0:
         raise DataError(f"dataset '{source_name(data)}' split '{split}': every text in column '{column}' is empty")
     dropped = len(ds) - len(kept)
-    if dropped and (source_name(data), data.name, split, len(ds)) not in _REPORTED:
+    if dropped and (source_name(data), data.name, split, len(ds)) not in _REPORTED and PartialState().is_main_process:
         _REPORTED.add((source_name(data), data.name, split, len(ds)))
         print(f"data: {source_name(data)} split '{split}': {dropped:,} of {len(ds):,} texts are empty; dropped",
               file=sys.stderr, flush=True)

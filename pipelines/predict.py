@@ -70,6 +70,10 @@ def predict(folder: str | Path, data_path: str, output: str | Path = "prediction
     from .data import label_names_of
     from .metrics import classification_metrics
 
+    if Path(output).is_dir():
+        raise PredictError(f"--output {output}: is a folder; give the CSV file to write")
+    if batch_size < 1:
+        raise PredictError(f"--batch-size {batch_size}: must be at least 1")
     classify = load_classifier(folder)
     labels = [classify.model.config.id2label[i] for i in range(len(classify.model.config.id2label))]
     data = DataConfig(path=data_path, text_column=text_column, label_column=label_column, encoding=encoding)

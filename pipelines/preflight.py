@@ -60,9 +60,16 @@ def check_stage_setup(recipe: LoadedRecipe, name: str) -> None:
     lm = isinstance(stage, LMStage)
     kind = "language model" if lm else "body"
     _check_model(f"{where}.init_from", stage.init_from, kind, built)
-    _check_model(f"{where}.model.tokenizer", stage.model.tokenizer, "tokenizer", built)
     if stage.model.backbone == "checkpoint" and stage.init_from is None:
         _check_model(f"{where}.model.checkpoint", stage.model.checkpoint, kind, built)
+    # The tokenizer the stage loads: its own, else the one saved with the model it starts from.
+    sources = [("model.tokenizer", stage.model.tokenizer), ("init_from", stage.init_from),
+               ("model.checkpoint", stage.model.checkpoint)]
+    key, source = next(((key, value) for key, value in sources if value is not None), (None, None))
+    if source is None:
+        raise RecipeError(f"{where}.model.tokenizer: needed to build a model from scratch "
+                          "(e.g. ${tokenizer.output_dir}), or set init_from")
+    _check_model(f"{where}.{key}", source, "tokenizer", built)
     if stage.init_from is None:
         check_model_config_keys(f"{where}.model", stage.model)
 
@@ -112,6 +119,10 @@ def check_writable(where: str, folder: str) -> None:
         raise RecipeError(f"{where}: cannot write in '{probe}' (permission denied); choose another folder")
 
 
+_WEIGHTS = ("*.safetensors", "pytorch_model*.bin")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "tokenizer.model")
+
+
 def _check_model(where: str, value: str | None, kind: str, built: set[str]) -> None:
     """`value` (a folder, Hub id or packaged checkpoint) holds a model of `kind` (language model,
     body, tokenizer); a folder an earlier stage of the recipe writes passes."""
@@ -125,6 +136,11 @@ def _check_model(where: str, value: str | None, kind: str, built: set[str]) -> N
     if local and kind != "tokenizer" and not os.path.isfile(os.path.join(path, "config.json")):
         raise RecipeError(f"{where}: '{value}' is not a model folder (no config.json); give a stage's output "
                           "folder (e.g. runs/demo-bbc/pretrain) or a Hub model id")
+    if local and kind != "tokenizer" and not any(next(Path(path).glob(p), None) for p in _WEIGHTS):
+        raise RecipeError(f"{where}: '{value}' has a config.json but no weights ({', '.join(_WEIGHTS)})")
+    if local and kind == "tokenizer" and not any((Path(path) / f).is_file() for f in _TOKENIZER_FILES):
+        raise RecipeError(f"{where}: '{value}' has no tokenizer ({', '.join(_TOKENIZER_FILES)}); "
+                          "set model.tokenizer to a folder that has one (e.g. ${tokenizer.output_dir})")
     try:
         if kind == "tokenizer":
             AutoTokenizer.from_pretrained(path)
@@ -157,9 +173,21 @@ def check_model_config_keys(where: str, model: ModelConfig) -> None:
     else:
         return
     known = {f.name for f in dataclasses.fields(config_class)} if dataclasses.is_dataclass(config_class) else set()
-    known |= set(config_class().to_dict()) | set(getattr(config_class, "attribute_map", {}))
-    for key in model.config:
-        if key not in known:
+    default = vars(config_class())
+    known |= set(default) | set(getattr(config_class, "attribute_map", {}))
+    for key, value in model.config.items():
+        if key not in known and not _changes_a_field(config_class, default, key, value):
             close = difflib.get_close_matches(key, sorted(known), n=1)
             raise RecipeError(f"{where}.config.{key}: not a field of {config_class.__name__}"
                               f"{f' (did you mean {close[0]}?)' if close else ''}")
+
+
+def _changes_a_field(config_class, default: dict, key: str, value) -> bool:
+    """A keyword the config class takes without a field of its name (Llama's rope_theta becomes
+    rope_parameters, attn_implementation _attn_implementation) changes another attribute; an unknown
+    one is only kept as an attribute of its own name."""
+    try:
+        built = vars(config_class(**{key: value}))
+    except Exception:  # (a value the class refuses: the stage's own build says why)
+        return True
+    return any(built.get(name) != default_value for name, default_value in default.items())

@@ -99,23 +99,48 @@ def _check_data(path: str, key: str, data: DataConfig, labeled: bool) -> None:
 
 
 def _check_no_leak(path: str, recipe: Recipe, classify: str) -> None:
-    """The classifier's test split is none that a stage trains on, the language models' included
-    (they would have read the test texts)."""
+    """No stage trains on the classifier's test texts, the language models included: not on its
+    test split or file, and, when the test split is carved from train (data.test_fraction), not on
+    that train split unless the stage carves it the same way (its `${data}` does)."""
     test = getattr(recipe, classify).data
     if test.test_split is None:
         return
-    files = {s: os.path.realpath(data_file_path(test.path, f)) for s, f in test.files.items()}
+    carved = test.test_fraction is not None
+    held_out = _unit(test, test.train_split if carved else test.test_split)
     for name in recipe.run.stages:
         data = getattr(recipe, name).data
-        if (data.path, data.name, data.files) != (test.path, test.name, test.files):
-            continue  # another dataset (a general corpus)
-        for key, split in [("train_split", data.train_split), *(("unlabeled_splits", s) for s in data.unlabeled_splits)]:
-            same_file = split in files and files[split] == files.get(test.test_split)
-            if split == test.test_split or same_file:
-                raise RecipeError(f"{path}: {classify}.data.test_split: '{test.test_split}' is also {name}.data.{key}"
-                                  f"{' (the same file)' if same_file and split != test.test_split else ''}: the "
-                                  "model would be scored on text it trained on; use another split, or "
-                                  "data.test_fraction to carve one from train")
+        if held_out is None or held_out not in _trained_on(data) or (carved and _carving(data) == _carving(test)):
+            continue
+        if carved:
+            raise RecipeError(f"{path}: {name}.data: trains on the text {classify}'s test split is carved from, without "
+                              f"carving the same test split (data.test_fraction {test.test_fraction}, label_column, "
+                              f"train_split and test_split as in {classify}.data): it would train on the test texts; "
+                              "give it the same keys (e.g. data: ${data})")
+        raise RecipeError(f"{path}: {classify}.data.test_split: '{test.test_split}' is text {name} trains on "
+                          f"({name}.data.train_split or unlabeled_splits, or the same file): the model would be scored "
+                          "on text it trained on; use another split, or data.test_fraction to carve one from train")
+
+
+def _unit(data: DataConfig, split: str) -> tuple | None:
+    """What a split of a dataset is, comparable across stages: a file (by its real path) or a split
+    of a folder or Hub dataset; None when the dataset has no such split given."""
+    if data.files:
+        file = data.files.get(split)
+        return ("file", os.path.realpath(data_file_path(data.path, file))) if file else None
+    local = os.path.expanduser(data.path)
+    if os.path.isfile(local):
+        return ("file", os.path.realpath(local)) if split == data.train_split else None
+    return ("split", os.path.realpath(local) if os.path.exists(local) else data.path, data.name, split)
+
+
+def _trained_on(data: DataConfig) -> set[tuple]:
+    return {_unit(data, split) for split in [data.train_split, *data.unlabeled_splits]} - {None}
+
+
+def _carving(data: DataConfig) -> tuple | None:
+    if data.test_fraction is None:
+        return None
+    return data.test_fraction, data.label_column, data.train_split, data.test_split
 
 
 def _at_least(path, key, value, minimum):

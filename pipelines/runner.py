@@ -19,7 +19,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from . import __version__
 from .cards import refresh_card, write_card
 from .config import LoadedRecipe
-from .errors import RecipeError
+from .errors import LmTransferError, RecipeError
 from .preflight import check_inputs
 from .trainer import checkpoint_step
 
@@ -77,7 +77,9 @@ class StageContext:
     def earlier_seconds(self) -> float:
         """Wall time that interrupted runs of this stage (same config) spent before this one."""
         spent = self.work_dir / "elapsed_seconds"
-        return float(spent.read_text()) if self._work_is_ours() and spent.exists() else 0.0
+        # (without a checkpoint the stage starts over: the earlier runs' time bought nothing it keeps)
+        resumable = self._work_is_ours() and get_last_checkpoint(str(self.work_dir)) is not None
+        return float(spent.read_text()) if resumable and spent.exists() else 0.0
 
     def record_interrupted(self, seconds: float) -> None:
         """Keeps an interrupted run's wall time beside its checkpoints, for the stage's total."""
@@ -113,9 +115,9 @@ def run_recipe(recipe: LoadedRecipe, only: str | None = None, force: bool = Fals
     if check:  # everything that can fail on the user's input fails now, before any stage trains
         pending = [name for name in stages if (only is None or name == only)
                    and (force or not stage_is_current(Path(recipe.stage(name).output_dir), fingerprints[name]))]
-        with state.main_process_first():
-            for line in check_inputs(recipe, pending):
-                say_on_main(state, line)
+        # (on the main process: the others would read the same data at once, and fail the same way)
+        for line in main_only(state, lambda: check_inputs(recipe, pending)) or []:
+            say_on_main(state, line)
     results = {}
     for name in stages:
         ctx = StageContext(recipe, name, fingerprints[name], state)
@@ -211,3 +213,31 @@ def summary_table(recipe: LoadedRecipe, results: dict[str, dict]) -> str:
     lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
     lines.insert(1, "-+-".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def main_only(state: PartialState, work):
+    """`work()` on the main process (None elsewhere). If it raises, every process raises the same
+    error (a user's mistake stays one line): the others would otherwise wait at the next barrier
+    until the collective timeout."""
+    result, error = None, None
+    if state.is_main_process:
+        try:
+            result = work()
+        except Exception as err:  # re-raised below, on every process
+            if state.num_processes == 1:
+                raise
+            error = err if isinstance(err, LmTransferError) else RuntimeError(f"the main process failed: {err!r}")
+    if state.num_processes > 1:
+        error = broadcast(state, error)
+        if error is not None:
+            raise error
+    return result
+
+
+def broadcast(state: PartialState, value):
+    """The main process's `value` on every process."""
+    if state.num_processes == 1:
+        return value
+    from accelerate.utils import broadcast_object_list
+
+    return broadcast_object_list([value])[0]

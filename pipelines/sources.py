@@ -101,7 +101,8 @@ def _load_from_hub(data: DataConfig) -> DatasetDict:
     path = data.path
     first = Path(path).parts[0] if Path(path).parts else path
     # "data/imdb" could be a Hub id; when its first part is a local folder the user meant a local path.
-    if path.startswith((".", "/", "~")) or (os.sep in path and os.path.isdir(first)):
+    if (path.startswith((".", "/", "~")) or Path(path).suffix.lower() in FORMATS
+            or (os.sep in path and os.path.isdir(first))):
         raise DataError(f"data.path '{path}': no such local file or folder (looked in {os.path.abspath(path)})")
     try:
         return load_dataset(path, data.name)
@@ -147,7 +148,7 @@ def stratified_holdout(labels, fraction: float, seed: int, stream: int) -> tuple
     never the class's last. `stream` keeps different hold-outs (the test split, a dev split) of the
     same seed independent."""
     codes = np.asarray(labels)
-    if codes.dtype.kind not in "iu":  # strings (or mixed): classes in sorted order
+    if codes.dtype.kind not in "iu" or (codes.size and codes.min() < 0):  # strings, or -1/1: classes in sorted order
         codes = np.unique(codes.astype(str), return_inverse=True)[1]
     kept, held = [], []
     for code in np.unique(codes):

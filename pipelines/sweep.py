@@ -31,11 +31,11 @@ from transformers import set_seed
 
 from . import __version__
 from .cards import write_card
-from .config import ARM_METHODS, STAGE_KINDS, ArmSection, LoadedRecipe, build_recipe
+from .config import ARM_METHODS, STAGE_KINDS, ArmSection, LoadedRecipe, build_recipe, stage_reads
 from .data import classification_splits, stratified_indices
 from .errors import DataError, RecipeError
 from .preflight import check_sweep_arms
-from .runner import describe_hardware, run_recipe, say_on_main, stage_is_current, write_record
+from .runner import broadcast, describe_hardware, main_only, run_recipe, say_on_main, stage_is_current, write_record
 from .sweep_report import card_section, write_atomically, write_report
 from .training_args import build_training_args
 
@@ -131,7 +131,7 @@ def build_arm(base: LoadedRecipe, name: str) -> Arm:
     # by its content, so identical stages of different arms are one folder, built once.
     moved, keys = {}, []
     for stage in needed:
-        section = {k: v for k, v in first.resolved[stage].items() if k != "output_dir"}
+        section = {k: v for k, v in stage_reads(stage, first.resolved[stage]).items() if k != "output_dir"}
         keys.append(hashlib.sha256(json.dumps([stage, section, keys], sort_keys=True, default=str)
                                    .encode()).hexdigest()[:10])
         same = (base.resolved.get(stage) is not None and first.resolved[stage] == base.resolved[stage]
@@ -481,10 +481,10 @@ def run_sweep(recipe: LoadedRecipe, command: str | None = None) -> dict:
     plan = plan_sweep(recipe)
     sweep, out = recipe.config.sweep, plan.output_dir
     # 1. data, every budget checked against it, and every arm's inputs, before any training
-    with state.main_process_first():
-        train, test, label_names, budgets = sweep_data(plan)
-        for line in check_sweep_arms(plan):
-            say_on_main(state, line)
+    checked = main_only(state, lambda: (sweep_data(plan), check_sweep_arms(plan)))
+    for line in checked[1] if checked else []:
+        say_on_main(state, line)
+    train, test, label_names, budgets = checked[0] if checked else sweep_data(plan)  # (others: now cached)
     cells = plan.cells(budgets)
     # 2. what is left to do
     if state.is_main_process:
@@ -492,7 +492,7 @@ def run_sweep(recipe: LoadedRecipe, command: str | None = None) -> dict:
     state.wait_for_everyone()
     results_path = out / RESULTS
     planned = {cell_key(arm, plan.arms[arm].fingerprint, b, seed, len(test)): (b, seed, arm) for b, seed, arm in cells}
-    rows = _broadcast(state, _main_only(state, lambda: read_results(results_path)))
+    rows = broadcast(state, main_only(state, lambda: read_results(results_path)))
     done = {_row_key(r) for r in rows} & set(planned)
     pending = [cell for key, cell in planned.items() if key not in done]
     say_on_main(state, f"sweep {recipe.config.run.name}: {len(plan.arms)} arms, budgets {budgets} per class, seeds "
@@ -516,9 +516,9 @@ def run_sweep(recipe: LoadedRecipe, command: str | None = None) -> dict:
         runner = runners.setdefault(name, CellRunner(arm, train, test, label_names, state, out / "work"))
         if arm.method == "finetune":  # Trainer uses every process
             row = runner.run(per_class, seed)
-            _main_only(state, lambda: record(row))
+            main_only(state, lambda: record(row))
         else:  # scikit-learn: the main process alone
-            _main_only(state, lambda: record(runner.run(per_class, seed)))
+            main_only(state, lambda: record(runner.run(per_class, seed)))
         state.wait_for_everyone()
         bar.update(1)
     bar.close()
@@ -533,7 +533,7 @@ def run_sweep(recipe: LoadedRecipe, command: str | None = None) -> dict:
         say_on_main(state, f"sweep report: {out / 'summary.md'}, {out / 'curve.png'}")
         return efficiency
 
-    efficiency = _main_only(state, report) or {}
+    efficiency = main_only(state, report) or {}
     state.wait_for_everyone()
     return efficiency
 
@@ -602,29 +602,3 @@ def _lm_seconds(plan: Plan) -> float | None:
 
 def _row_key(row: dict) -> tuple:
     return cell_key(row["arm"], row["arm_fingerprint"], row["examples_per_class"], row["seed"], row["test_examples"])
-
-
-def _main_only(state: PartialState, work):
-    """`work()` on the main process (None elsewhere). If it raises, every process raises: the
-    others would otherwise wait at the next barrier until the collective timeout."""
-    result, error = None, None
-    if state.is_main_process:
-        try:
-            result = work()
-        except Exception as err:  # re-raised below, on every process
-            if state.num_processes == 1:
-                raise
-            error = err
-    if state.num_processes > 1 and _broadcast(state, error is not None):
-        if error is not None:
-            raise error
-        raise RuntimeError("the main process failed (its error is printed above)")
-    return result
-
-
-def _broadcast(state: PartialState, rows):
-    if state.num_processes == 1:
-        return rows
-    from accelerate.utils import broadcast_object_list
-
-    return broadcast_object_list([rows])[0]

@@ -199,3 +199,14 @@ def test_empty_texts_are_counted_then_dropped(tmp_path, capsys):
     train, valid = lm_text_splits(DataConfig(path=str(tmp_path / "gaps"), validation_fraction=0.34), seed=0)
     assert len(train) + len(valid) == 3
     assert f"data: {tmp_path / 'gaps'} split 'train': 2 of 5 texts are empty; dropped" in capsys.readouterr().err
+
+
+def test_numeric_labels_read_as_floats_or_negative_are_the_same_classes(tmp_path):
+    folder = tmp_path / "d"
+    write(folder, "train", [{"text": f"t{i}", "label": [-1, 1][i % 2]} for i in range(20)])
+    write(folder, "test", [{"text": "x", "label": -1.0}, {"text": "y", "label": 1.0}])  # (a float column)
+    train, test, names = classification_splits(DataConfig(path=str(folder)), None, seed=0)
+    assert names == ["-1", "1"] and list(test["label"]) == [0, 1]
+    carved = DataConfig(path=str(folder), test_split="heldout", test_fraction=0.2)  # -1 seeds no generator
+    train, test, _ = classification_splits(carved, None, seed=0)
+    assert (len(train), sorted(test["label"])) == (16, [0, 0, 1, 1])

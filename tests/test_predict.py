@@ -59,16 +59,19 @@ def test_the_saved_tokenizer_carries_the_length_the_classifier_reads(awd_run):
     assert AutoTokenizer.from_pretrained(folder).model_max_length == 64  # classify.max_length of the tiny recipe
 
 
-@pytest.mark.parametrize("case", ["language model", "unknown labels", "no such split"])
+@pytest.mark.parametrize("case", ["language model", "unknown labels", "no such split", "output is a folder"])
 def test_predict_mistakes_are_one_line(case, awd_run, topic_data, tmp_path, capsys):
     run = awd_run[0] / "run"
     data = tmp_path / "d.jsonl"
     data.write_text(json.dumps({"text": "a song", "label": "music"}) + "\n")
     args = {"language model": [str(run / "pretrain"), str(topic_data)],
             "unknown labels": [str(run / "classifier"), str(data)],
-            "no such split": [str(run / "classifier"), str(topic_data), "--split", "validation"]}[case]
-    assert main(["predict", *args, "--output", str(tmp_path / "p.csv")]) == 2
+            "no such split": [str(run / "classifier"), str(topic_data), "--split", "validation"],
+            "output is a folder": [str(run / "classifier"), str(topic_data)]}[case]
+    output = tmp_path if case == "output is a folder" else tmp_path / "p.csv"
+    assert main(["predict", *args, "--output", str(output)]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: ") and {"language model": "not a classifier", "unknown labels": "'music'",
-                                          "no such split": "no split 'validation'"}[case] in err
+                                          "no such split": "no split 'validation'",
+                                          "output is a folder": "is a folder"}[case] in err
     assert not (tmp_path / "p.csv").exists()

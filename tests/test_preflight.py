@@ -35,6 +35,7 @@ def workspace(tmp_path, topic_data, monkeypatch):
     (unseen / "train.jsonl").write_text((topic_data / "train.jsonl").read_text())
     (unseen / "test.jsonl").write_text(json.dumps({"text": "a song", "label": "music"}) + "\n")
     write_csv(tmp_path / "latin1.csv", [("caf\u00e9 au lait", "food")] * 20 + [("goal", "sport")] * 20, "latin-1")
+    write_csv(tmp_path / "numbers.csv", [("one", 1), ("two", 2)] * 10)
     write_csv(tmp_path / "unlabeled_rows.csv", [("bread", "food"), ("goal", "")] * 20)
     (tmp_path / "not_a_model").mkdir()
     (tmp_path / "not_a_model" / "notes.txt").write_text("hello")
@@ -60,8 +61,17 @@ BAD_INPUTS = {
     "rows without a label": (["data.path=unlabeled_rows.csv", "data.test_fraction=0.25"],
                              "15 examples have no label in column 'label'"),
     "test split is the train split": (["data.test_split=train"],
-                                      "classify.data.test_split: 'train' is also tokenizer.data.train_split"),
-    "test split is an unlabeled split": (["data.unlabeled_splits=[test]"], "classify.data.test_split: 'test' is also tokenizer.data.unlabeled_splits"),
+                                      "classify.data.test_split: 'train' is text tokenizer trains on"),
+    "test split is an unlabeled split": (["data.unlabeled_splits=[test]"], "classify.data.test_split: 'test' is text tokenizer trains on"),
+    "carved test split, LM data without the carve": (
+        ["data.path=train_only", "data.test_fraction=0.25", "lm_finetune.data.test_fraction=null"],
+        "lm_finetune.data: trains on the text classify's test split is carved from, without carving the same"),
+    "test file that an LM stage trains on by another path": (
+        ["data.path=null", "data.files={train: train_only/train.jsonl, test: ./unseen/../train_only/train.jsonl}",
+         "lm_finetune.data={path: train_only/train.jsonl}"],
+        "classify.data.test_split: 'test' is text tokenizer trains on"),
+    "non-text text column": (["data.path=numbers.csv", "data.test_fraction=0.25", "data.text_column=label"],
+                             "column 'label' holds int64, not text; set data.text_column"),
     "test_fraction with a test split": (["data.test_fraction=0.2"], "already has a test split 'test'"),
     "output folder under a file": (["run.output_dir=a_file/run"], "would be inside"),
     "output folder is a file": (["classify.output_dir=a_file"], "classify.output_dir: 'a_file' is a file"),
@@ -75,19 +85,35 @@ BAD_INPUTS = {
                                   "(did you mean hidden_size?)"),
     "unknown transformers model type": (["pretrain.model.backbone=transformer", "pretrain.model.model_type=lama"],
                                         "pretrain.model.model_type: 'lama' is not a transformers model type"),
-    "init_from that is no language model": (["run.stages=[lm_finetune,classify]", "lm_finetune.init_from=body"],
-                                            "lm_finetune.init_from: 'body' is a vit model, not a causal or masked "
+    "model from scratch without a tokenizer": (["classify.init_from=null"],
+                                               "classify.model.tokenizer: needed to build a model from scratch"),
+    "init_from without a tokenizer": (["run.stages=[lm_finetune,classify]", "lm_finetune.init_from=lm_no_tokenizer"],
+                                      "lm_finetune.init_from: 'lm_no_tokenizer' has no tokenizer"),
+    "init_from without weights": (["run.stages=[lm_finetune,classify]", "lm_finetune.init_from=body"],
+                                  "'body' has a config.json but no weights"),
+    "init_from that is no language model": (["run.stages=[lm_finetune,classify]", "lm_finetune.init_from=vision"],
+                                            "lm_finetune.init_from: 'vision' is a vit model, not a causal or masked "
                                             "language model"),
 }
 
 
 @pytest.fixture
 def body_folder(workspace):
-    """A saved model that is no language model (a vision encoder) where a language model is wanted."""
+    """Folders that are not what a stage needs: a vision model (no language model), a config without
+    weights, a language model saved without its tokenizer."""
     from transformers import ViTConfig
 
-    ViTConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2).save_pretrained(workspace[0] / "body")
-    return workspace[0] / "body"
+    from transformers import ViTModel
+
+    from pipelines.models.awd_lstm import AwdLstmConfig, AwdLstmForCausalLM
+
+    root = workspace[0]
+    ViTModel(ViTConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8,
+                       image_size=8, patch_size=4)).save_pretrained(root / "vision")
+    ViTConfig().save_pretrained(root / "body")  # a config without weights
+    AwdLstmForCausalLM(AwdLstmConfig(vocab_size=20, embedding_size=8, hidden_size=8, num_hidden_layers=1)
+                       ).save_pretrained(root / "lm_no_tokenizer")
+    return root / "vision"
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
@@ -176,3 +202,16 @@ def test_a_sweep_checks_every_arm_before_any_training(case, workspace, body_fold
     err = capsys.readouterr().err
     assert message in err.strip().splitlines()[-1] and "Traceback" not in err
     assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
+
+
+def test_a_recipe_with_data_files_alone_runs_end_to_end(tmp_path, topic_data):
+    recipe = tiny_recipe(topic_data, tmp_path / "run")
+    recipe["data"] = {"files": {"train": str(topic_data / "train.jsonl"), "test": str(topic_data / "test.jsonl")}}
+    recipe["run"]["stages"] = ["tokenizer", "classify"]
+    recipe["classify"].update(init_from=None, model={"backbone": "awd_lstm", "tokenizer": "${tokenizer.output_dir}",
+                                                     "config": {"embedding_size": 16, "hidden_size": 16,
+                                                                "num_hidden_layers": 1}})
+    recipe["classify"]["training"]["num_train_epochs"] = 1
+    assert main(["run", str(write_recipe(tmp_path / "r.yaml", recipe))]) == 0
+    card = (tmp_path / "run" / "classifier" / "README.md").read_text()
+    assert "Labeled data: `train.jsonl, test.jsonl`" in card
