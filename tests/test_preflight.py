@@ -171,16 +171,21 @@ def test_data_keys_only_the_classifier_reads_leave_the_language_model_stages_cur
     assert carved["pretrain"] != relabeled["pretrain"]
 
 
-def test_a_single_csv_with_a_carved_test_split_runs_end_to_end(tmp_path, topic_data, capsys):
-    rows = [json.loads(line) for line in (topic_data / "train.jsonl").read_text().splitlines()]
-    write_csv(tmp_path / "mydata.csv", [(r["text"], r["label"]) for r in rows])
-    recipe = tiny_recipe(tmp_path / "mydata.csv", tmp_path / "run")
-    recipe["data"]["test_fraction"] = 0.25
+def classifier_only(recipe: dict) -> dict:
+    """The tiny recipe cut to a tokenizer and a small classifier from scratch: seconds end to end."""
     recipe["run"]["stages"] = ["tokenizer", "classify"]
     recipe["classify"].update(init_from=None, model={"backbone": "awd_lstm", "tokenizer": "${tokenizer.output_dir}",
                                                      "config": {"embedding_size": 16, "hidden_size": 16,
                                                                 "num_hidden_layers": 1}})
     recipe["classify"]["training"]["num_train_epochs"] = 1
+    return recipe
+
+
+def test_a_single_csv_with_a_carved_test_split_runs_end_to_end(tmp_path, topic_data, capsys):
+    rows = [json.loads(line) for line in (topic_data / "train.jsonl").read_text().splitlines()]
+    write_csv(tmp_path / "mydata.csv", [(r["text"], r["label"]) for r in rows])
+    recipe = classifier_only(tiny_recipe(tmp_path / "mydata.csv", tmp_path / "run"))
+    recipe["data"]["test_fraction"] = 0.25
     assert main(["run", str(write_recipe(tmp_path / "r.yaml", recipe))]) == 0
     metrics = json.loads((tmp_path / "run" / "classifier" / "metrics.json").read_text())
     assert metrics["test_examples"] == 30 and metrics["train_examples"] == 24  # 10 of each class's 40 held out
@@ -205,13 +210,8 @@ def test_a_sweep_checks_every_arm_before_any_training(case, workspace, body_fold
 
 
 def test_a_recipe_with_data_files_alone_runs_end_to_end(tmp_path, topic_data):
-    recipe = tiny_recipe(topic_data, tmp_path / "run")
+    recipe = classifier_only(tiny_recipe(topic_data, tmp_path / "run"))
     recipe["data"] = {"files": {"train": str(topic_data / "train.jsonl"), "test": str(topic_data / "test.jsonl")}}
-    recipe["run"]["stages"] = ["tokenizer", "classify"]
-    recipe["classify"].update(init_from=None, model={"backbone": "awd_lstm", "tokenizer": "${tokenizer.output_dir}",
-                                                     "config": {"embedding_size": 16, "hidden_size": 16,
-                                                                "num_hidden_layers": 1}})
-    recipe["classify"]["training"]["num_train_epochs"] = 1
     assert main(["run", str(write_recipe(tmp_path / "r.yaml", recipe))]) == 0
     card = (tmp_path / "run" / "classifier" / "README.md").read_text()
     assert "Labeled data: `train.jsonl, test.jsonl`" in card
