@@ -51,6 +51,18 @@ def load_config(path: str):
     return AutoConfig.from_pretrained(resolve_checkpoint(path))
 
 
+def tokenizer_source(stage, where: str) -> tuple[str, str]:
+    """(key, value) of where an LM or classify stage's tokenizer comes from: its own, else the one saved
+    with the model it starts from."""
+    sources = [("model.tokenizer", stage.model.tokenizer), ("init_from", stage.init_from),
+               ("model.checkpoint", stage.model.checkpoint)]
+    found = next(((key, value) for key, value in sources if value is not None), None)
+    if found is None:
+        raise RecipeError(f"{where}.model.tokenizer: needed to build a model from scratch "
+                          "(e.g. ${tokenizer.output_dir}), or set init_from")
+    return found
+
+
 def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
     tokenizer = AutoTokenizer.from_pretrained(resolve_checkpoint(path))
     if tokenizer.pad_token is None:  # GPT-2-style tokenizers have none; padding is masked anyway

@@ -90,14 +90,15 @@ def _validate(paths: list[str], overrides: list[str]) -> int:
     for path in paths:
         try:
             recipe = load_recipe(path, overrides)
-            lines = check_inputs(recipe)
+            read = {}  # (the sweep's arms share the recipe's datasets: each is read once)
+            lines = check_inputs(recipe, read=read)
             line = f"ok: {path} ({' -> '.join(recipe.config.run.stages)})"
             if recipe.config.sweep is not None:
                 from .sweep import plan_sweep, sweep_data
 
                 plan = plan_sweep(recipe)
                 budgets = sweep_data(plan)[3]
-                lines += check_sweep_arms(plan)
+                lines += check_sweep_arms(plan, read)
                 line += f"; sweep: {', '.join(plan.arms)}, {budgets} labels per class"
             print("\n".join([*dict.fromkeys(lines), line]))
         except LmTransferError as err:

@@ -58,9 +58,9 @@ def _non_empty(ds: Dataset, data: DataConfig, split: str) -> Dataset:
                      desc=f"dropping empty texts ({split})")
     if len(kept) == 0:
         raise DataError(f"dataset '{source_name(data)}' split '{split}': every text in column '{column}' is empty")
-    dropped = len(ds) - len(kept)
-    if dropped and (source_name(data), data.name, split, len(ds)) not in _REPORTED and PartialState().is_main_process:
-        _REPORTED.add((source_name(data), data.name, split, len(ds)))
+    dropped, seen = len(ds) - len(kept), (source_name(data), data.name, split, len(ds))
+    if dropped and seen not in _REPORTED and PartialState().is_main_process:
+        _REPORTED.add(seen)
         print(f"data: {source_name(data)} split '{split}': {dropped:,} of {len(ds):,} texts are empty; dropped",
               file=sys.stderr, flush=True)
     return kept

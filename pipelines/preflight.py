@@ -16,31 +16,34 @@ from huggingface_hub import is_offline_mode
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
-from .backbones import resolve_checkpoint
+from .backbones import resolve_checkpoint, tokenizer_source
 from .config import ClassifyStage, LMStage, LoadedRecipe, ModelConfig, TokenizerStage
 from .errors import DataError, RecipeError, first_line
 from .models.awd_lstm import AwdLstmConfig
 from .sources import source_name
 
 
-def check_inputs(recipe: LoadedRecipe, stages: list[str] | None = None) -> list[str]:
-    """Checks `stages` (default: all of run.stages) and returns what was read, one line a stage."""
+def check_inputs(recipe: LoadedRecipe, stages: list[str] | None = None, read: dict | None = None) -> list[str]:
+    """Checks `stages` (default: all of run.stages) and returns what was read, one line a stage.
+    `read`: what earlier checks of the same command read (a dataset several stages share is read once)."""
     stages = recipe.config.run.stages if stages is None else stages
+    read = {} if read is None else read
     for name in stages:
         check_stage_setup(recipe, name)
-    return [line for name in stages if (line := check_stage_data(recipe, name))]
+    return [line for name in stages if (line := check_stage_data(recipe, name, read))]
 
 
-def check_sweep_arms(plan) -> list[str]:
+def check_sweep_arms(plan, read: dict | None = None) -> list[str]:
     """Every arm's language-model stages (setup and data) and the model its classifier starts from,
     before any arm trains; returns what was read."""
     check_writable(f"{plan.recipe.path}: sweep.output_dir", str(plan.output_dir))
+    read = {} if read is None else read
     lines = []
     for arm in plan.arms.values():
         stages = arm.recipe.config.run.stages
         for name in [*stages, *(["classify"] if arm.method != "tfidf" else [])]:
             check_stage_setup(arm.recipe, name)
-        lines += [line for name in stages if (line := check_stage_data(arm.recipe, name))]
+        lines += [line for name in stages if (line := check_stage_data(arm.recipe, name, read))]
     return list(dict.fromkeys(lines))
 
 
@@ -62,25 +65,16 @@ def check_stage_setup(recipe: LoadedRecipe, name: str) -> None:
     _check_model(f"{where}.init_from", stage.init_from, kind, built)
     if stage.model.backbone == "checkpoint" and stage.init_from is None:
         _check_model(f"{where}.model.checkpoint", stage.model.checkpoint, kind, built)
-    # The tokenizer the stage loads: its own, else the one saved with the model it starts from.
-    sources = [("model.tokenizer", stage.model.tokenizer), ("init_from", stage.init_from),
-               ("model.checkpoint", stage.model.checkpoint)]
-    key, source = next(((key, value) for key, value in sources if value is not None), (None, None))
-    if source is None:
-        raise RecipeError(f"{where}.model.tokenizer: needed to build a model from scratch "
-                          "(e.g. ${tokenizer.output_dir}), or set init_from")
+    key, source = tokenizer_source(stage, where)
     _check_model(f"{where}.{key}", source, "tokenizer", built)
     if stage.init_from is None:
         check_model_config_keys(f"{where}.model", stage.model)
 
 
-_DATA_READ: dict[str, str] = {}
-
-
-def check_stage_data(recipe: LoadedRecipe, name: str) -> str | None:
+def check_stage_data(recipe: LoadedRecipe, name: str, read: dict) -> str | None:
     """Reads the stage's data as the stage will (the same functions), so a missing split or column,
     an unseen test label or too few examples of a class fail now; returns what was read. A dataset
-    read once in a process is not read again."""
+    already in `read` (data config -> what it held) is not read again."""
     from .data import classification_splits, lm_text_splits
 
     stage, seed = recipe.stage(name), recipe.config.run.seed
@@ -89,20 +83,20 @@ def check_stage_data(recipe: LoadedRecipe, name: str) -> str | None:
     classify = isinstance(stage, ClassifyStage)
     data = dataclasses.asdict(stage.data)
     key = json.dumps([classify, data, seed, stage.examples_per_class if classify else None], sort_keys=True)
-    if key not in _DATA_READ:
+    if key not in read:
         where = f"{recipe.path}: {name}"
         try:
             if classify:
                 train, test, labels = classification_splits(stage.data, stage.examples_per_class, seed)
                 per_class = f", {stage.examples_per_class} per class" if stage.examples_per_class else ""
-                _DATA_READ[key] = (f"{len(train):,} labeled examples{per_class}, {len(labels)} classes; "
+                read[key] = (f"{len(train):,} labeled examples{per_class}, {len(labels)} classes; "
                                    f"{len(test):,} test examples")
             else:
                 train, held_out = lm_text_splits(stage.data, seed)
-                _DATA_READ[key] = f"{len(train):,} training texts, {len(held_out):,} held out for perplexity"
+                read[key] = f"{len(train):,} training texts, {len(held_out):,} held out for perplexity"
         except DataError as err:
             raise DataError(f"{where}: {err}") from None
-    return f"[{name}] data {source_name(stage.data)}: {_DATA_READ[key]}"
+    return f"[{name}] data {source_name(stage.data)}: {read[key]}"
 
 
 def check_writable(where: str, folder: str) -> None:

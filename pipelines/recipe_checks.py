@@ -11,7 +11,7 @@ import re
 from .config import (ClassifyStage, DataConfig, LMStage, LoadedRecipe, Recipe, STAGE_KINDS, TokenizerStage,
                      data_file_path)
 from .errors import RecipeError
-from .sources import FORMATS
+from .sources import spelled_local
 from .training_args import validate_training_section
 
 
@@ -84,8 +84,8 @@ def _check_data(path: str, key: str, data: DataConfig, labeled: bool) -> None:
     if data.path is not None:
         _check_local_path(path, f"{key}.path", data.path)
     for split, file in data.files.items():
-        if not os.path.isfile(data_file_path(data.path, file)):
-            raise RecipeError(f"{path}: {key}.files.{split}: no such file '{data_file_path(data.path, file)}'")
+        if not os.path.isfile(located := data_file_path(data.path, file)):
+            raise RecipeError(f"{path}: {key}.files.{split}: no such file '{located}'")
     _fraction(path, f"{key}.validation_fraction", data.validation_fraction)
     _fraction(path, f"{key}.test_fraction", data.test_fraction)
     _at_least(path, f"{key}.max_texts", data.max_texts, 1)
@@ -163,7 +163,6 @@ def _check_choice(path, key, value, choices):
 def _check_local_path(path, key, value):
     """Values that are spelled as local paths (or name a data file) must exist; anything else may
     be a Hub id."""
-    local = value and (value.startswith((".", "/", "~")) or os.path.splitext(value)[1].lower() in FORMATS)
-    if local and not os.path.exists(os.path.expanduser(value)):
+    if value and spelled_local(value) and not os.path.exists(os.path.expanduser(value)):
         raise RecipeError(f"{path}: {key}: local path '{value}' does not exist (looked in "
                           f"{os.path.abspath(os.path.expanduser(value))})")

@@ -47,6 +47,12 @@ def source_name(data: DataConfig) -> str:
     return data.path if data.path is not None else ", ".join(f"{k}: {v}" for k, v in data.files.items())
 
 
+def spelled_local(path: str) -> bool:
+    """A path that can only mean a local file or folder: it starts with ., / or ~, or ends in a data
+    file's extension (anything else may be a Hub id)."""
+    return path.startswith((".", "/", "~")) or Path(path).suffix.lower() in FORMATS
+
+
 def _local(path: str) -> str:
     return os.path.expanduser(path)
 
@@ -101,8 +107,7 @@ def _load_from_hub(data: DataConfig) -> DatasetDict:
     path = data.path
     first = Path(path).parts[0] if Path(path).parts else path
     # "data/imdb" could be a Hub id; when its first part is a local folder the user meant a local path.
-    if (path.startswith((".", "/", "~")) or Path(path).suffix.lower() in FORMATS
-            or (os.sep in path and os.path.isdir(first))):
+    if spelled_local(path) or (os.sep in path and os.path.isdir(first)):
         raise DataError(f"data.path '{path}': no such local file or folder (looked in {os.path.abspath(path)})")
     try:
         return load_dataset(path, data.name)

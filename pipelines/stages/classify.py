@@ -11,10 +11,10 @@ import numpy as np
 from transformers import AutoModel, DataCollatorWithPadding, set_seed
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-from ..backbones import load_body, load_config, load_tokenizer, new_language_model, random_body_like
+from ..backbones import (load_body, load_config, load_tokenizer, new_language_model, random_body_like,
+                         tokenizer_source)
 from ..config import ClassifyStage
 from ..data import classification_splits, dev_split_indices
-from ..errors import RecipeError
 from ..metrics import classification_metrics
 from ..models.classifier import TransferClassifier
 from ..peft_adapters import apply_lora, merge_lora
@@ -61,10 +61,7 @@ def run(ctx) -> dict:
 
 
 def classifier_tokenizer(cfg: ClassifyStage, where: str):
-    source = cfg.model.tokenizer or cfg.init_from or cfg.model.checkpoint
-    if source is None:
-        raise RecipeError(f"{where}.model.tokenizer: needed without init_from")
-    return load_tokenizer(source)
+    return load_tokenizer(tokenizer_source(cfg, where)[1])
 
 
 def tokenize(ds, tokenizer, max_length: int, what: str):

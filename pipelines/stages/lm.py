@@ -9,7 +9,7 @@ from functools import partial
 
 from transformers import DataCollatorForLanguageModeling
 
-from ..backbones import load_language_model, load_tokenizer, new_language_model
+from ..backbones import load_language_model, load_tokenizer, new_language_model, tokenizer_source
 from ..data import group_into_blocks, lm_text_splits
 from ..errors import RecipeError
 from ..masked_lm import score_masked_positions_only
@@ -23,11 +23,7 @@ def run(ctx) -> dict:
     with ctx.state.main_process_first():
         train_texts, valid_texts = lm_text_splits(cfg.data, ctx.seed)
     # 2. tokenizer
-    source = cfg.model.tokenizer or cfg.init_from or cfg.model.checkpoint
-    if source is None:
-        raise RecipeError(f"{ctx.recipe.path}: {ctx.name}.model.tokenizer: needed to build a model from scratch "
-                          "(e.g. ${tokenizer.output_dir})")
-    tokenizer = load_tokenizer(source)
+    tokenizer = load_tokenizer(tokenizer_source(cfg, f"{ctx.recipe.path}: {ctx.name}")[1])
     # 3. model
     if cfg.init_from:
         model = load_language_model(cfg.init_from, cfg.objective)
