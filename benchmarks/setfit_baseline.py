@@ -31,7 +31,7 @@ from pipelines.backbones import resolve_checkpoint  # noqa: E402
 from pipelines.config import load_recipe  # noqa: E402
 from pipelines.data import classification_splits, stratified_indices  # noqa: E402
 from pipelines.metrics import classification_metrics  # noqa: E402
-from pipelines.sweep import labeled_subset_id  # noqa: E402
+from pipelines.sweep_cells import labeled_subset_id  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,7 +9,8 @@ from conftest import tiny_recipe, write_recipe
 
 from pipelines.config import load_recipe
 from pipelines.errors import DataError, RecipeError
-from pipelines.sweep import append_result, build_arm, plan_sweep, read_results, run_sweep, write_sweep_report
+from pipelines.sweep import append_result, plan_sweep, read_results, run_sweep, write_sweep_report
+from pipelines.sweep_arms import build_arm
 
 ARMS = ["scratch", "pretrained", "tfidf_lr", "frozen_probe"]
 
