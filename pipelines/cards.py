@@ -1,7 +1,8 @@
 """Model cards: every language-model and classifier stage leaves a README.md in its folder, filled
 only from that folder's own outputs (metrics.json, the resolved recipe, config.json) through the
-templates in pipelines/model_cards/ and huggingface_hub's ModelCard, so the folder is what goes to
-the Hub and the model page shows its evaluation (`model-index`).
+templates in the top-level model_cards/ folder (installed as the package pipelines.model_cards) and
+huggingface_hub's ModelCard, so the folder is what goes to the Hub and the model page shows its
+evaluation (`model-index`).
 """
 
 from __future__ import annotations
@@ -20,12 +21,21 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from . import __version__
 from .backbones import PACKAGED_CHECKPOINTS
 from .errors import LmTransferError
-from .sweep_report import format_duration
+from .record import read_metrics, read_recipe
 
 CARD = "README.md"
 # A Hub repo id ("imdb", "stanfordnlp/imdb"): only these go into the card's metadata, which the Hub
 # links; a local path is named in the text instead.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def format_duration(seconds: float) -> str:
+    """'1 h 02 min 03 s', '4 min 05 s' or '12.3 s'."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min {secs:02d} s" if hours else f"{minutes} min {secs:02d} s"
 
 
 def hub_id(path: str | None) -> str | None:
@@ -61,10 +71,9 @@ def earlier_stages(stage: str, resolved: dict) -> list[dict]:
     """The stages this model was built on, oldest first, read from their folders (init_from, then
     that folder's own init_from, ...); a Hub checkpoint at the root is named, not read."""
     chain, base = [], initial_weights(resolved[stage])
-    while base and (Path(base) / "metrics.json").exists() and (Path(base) / "recipe.yaml").exists():
-        metrics = json.loads((Path(base) / "metrics.json").read_text())
+    while base and (metrics := read_metrics(base)) is not None and (recipe := read_recipe(base)) is not None:
         name = metrics.get("lm_transfer", {}).get("stage")
-        section = yaml.safe_load((Path(base) / "recipe.yaml").read_text()).get(name) if name else None
+        section = recipe.get(name) if name else None
         if section is None:  # a folder from before stages recorded their name
             break
         seconds, training = metrics.get("stage_wall_seconds"), section.get("training", {})
@@ -87,9 +96,9 @@ def refresh_card(folder: Path, card_section: dict) -> bool:
     path = folder / CARD
     before = path.read_text() if path.exists() else ""
     kept = _SWEEP_TABLES.search(before) if (folder / "curve.png").exists() else None
-    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics = read_metrics(folder)
     built_by = metrics["lm_transfer"]  # (a sweep arm may share the folder: the recipe that built it)
-    resolved = {**yaml.safe_load((folder / "recipe.yaml").read_text()), "card": card_section}
+    resolved = {**read_recipe(folder), "card": card_section}
     after = render_card(folder, built_by["stage"], built_by["recipe"], resolved, metrics,
                         kept.group(1) if kept else None)
     if str(after) == before:
@@ -168,7 +177,7 @@ def render_card(folder: Path, stage: str, recipe_path: str, resolved: dict, metr
         label_efficiency=label_efficiency, earlier_stages=earlier,
         citations=[entry.strip() for entry in card_section.get("citations", [])])
     # What ModelCard.from_template does, through an environment that lets the templates include
-    # their shared parts (pipelines/model_cards/_*.md).
+    # their shared parts (model_cards/_*.md).
     template = _templates().get_template("classifier.md" if classifier else "language_model.md")
     loading = _loading(config, stage, metrics, card_section, section["output_dir"])
     return ModelCard(template.render(card_data=card_data.to_yaml(), **{**card_data.to_dict(), **values, **loading}))
@@ -196,7 +205,7 @@ def with_modeling_code(text: str, folder: Path) -> str:
     publish --with-code): its code notice and How to load re-rendered to load the model with
     trust_remote_code=True and without lm-transfer installed."""
     config = json.loads((folder / "config.json").read_text())
-    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics = read_metrics(folder)
     values = {**_loading(config, metrics["lm_transfer"]["stage"], metrics, {}, str(folder)),
               "remote_code": True, "code_version": __version__}
     for name in _LOADING_BLOCKS:
@@ -220,5 +229,7 @@ def _used(section: dict) -> dict:
 
 @functools.cache
 def _templates() -> jinja2.Environment:
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(resources.files("pipelines") / "model_cards")))
+    # The templates are the package pipelines.model_cards, which pyproject.toml maps to the top-level
+    # model_cards/ folder: found as a package, not as pipelines/'s subfolder (which an editable install lacks).
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(resources.files("pipelines.model_cards"))))
 

@@ -130,16 +130,32 @@ class ClassifyStage:
     training: Dict[str, Any] = field(default_factory=dict)
 
 
-ARM_METHODS = ("finetune", "probe", "tfidf")
+@dataclass
+class SelfTrainingSection:
+    """Self-training around an arm: its classifier, trained on a cell's labeled examples, labels a
+    seeded sample of unlabeled text; the most confident share (equal per class) joins the labeled
+    examples to train the student; each round's student is the next round's teacher."""
+
+    # Unlabeled texts sampled per cell (seeded by the cell's seed): from data.unlabeled_splits, or,
+    # when the data has none, from the train split's texts with their labels unused.
+    unlabeled: int = 4000
+    rounds: int = 1
+    # The share of the sample kept as pseudo-labeled examples, split equally over the classes and
+    # taken by the teacher's confidence.
+    keep: float = 0.5
+    # The arm that trains the student (e.g. tfidf_lr); None: the arm itself.
+    student: Optional[str] = None
 
 
 @dataclass
 class ArmSection:
     """One arm of a label-efficiency sweep: a recipe fragment merged over the recipe for its cells."""
 
-    # finetune: the classify stage (ULMFiT techniques as configured); probe: the body frozen,
-    # pooled features + logistic regression; tfidf: TF-IDF + logistic regression (no model).
-    # None: the method of the arm this one is merged over (finetune when there is none).
+    # How a cell trains its classifier (pipelines/sweep/methods.py): finetune, the classify stage
+    # (ULMFiT techniques as configured); probe, the body frozen, pooled features + logistic
+    # regression; tfidf, TF-IDF + logistic regression (no model); setfit, SetFit on the classify
+    # section's init_from sentence encoder. None: the method of the arm this one is merged over
+    # (finetune when there is none).
     method: Optional[str] = None
     # Start from this arm's definition (built-in or the recipe's) and merge this one over it.
     based_on: Optional[str] = None
@@ -147,6 +163,12 @@ class ArmSection:
     # Run this arm only at budgets up to this many examples per class (e.g. the reference arm goes
     # further than expensive arms, so their multipliers stay in range). None: every budget.
     max_examples_per_class: Optional[int] = None
+    # The from-scratch baseline of the merged classify section (stages.classify.from_scratch):
+    # init_from's architecture with random weights, plain fine-tuning, as classify.compare_scratch.
+    from_scratch: Optional[bool] = None
+    # The method's own settings, e.g. setfit's {body_steps: 16, batch_size: 16}.
+    options: Dict[str, Any] = field(default_factory=dict)
+    self_training: Optional[SelfTrainingSection] = None
     # Recipe sections to merge over the recipe, e.g. {classify: {peft: {r: 4}}}. Kept unresolved
     # until the arm is built, so ${lm_finetune.output_dir} means the arm's own LM.
     recipe: Dict[str, Any] = field(default_factory=dict)
@@ -169,6 +191,9 @@ class SweepSection:
     seeds: List[int] = field(default_factory=lambda: [0, 1, 2])
     # The arm every other arm's data multiplier is measured against.
     reference: str = "scratch"
+    # More arms to measure data multipliers against, those of them the sweep runs: the baseline a
+    # user knows beside the reference.
+    also_against: List[str] = field(default_factory=lambda: ["tfidf_lr"])
     # Stratified, seeded test subset for speed; None: the full test split.
     test_examples: Optional[int] = 2000
     # The pretrained checkpoint of the checkpoint_* arms (Hub id, local folder or packaged model).
@@ -242,14 +267,40 @@ class LoadedRecipe:
         return getattr(self.config, name)
 
     def fingerprints(self) -> dict[str, str]:
-        """Hash of what each stage reads of its resolved config, chained with every stage before it,
-        so a change re-runs that stage and all later ones (and a key it does not read, none)."""
-        out, previous = {}, ""
+        """Each run stage's identity: a hash of what it reads of its resolved config (`stage_reads`),
+        where a reference to an earlier stage's folder counts as that stage's fingerprint, not as its
+        path. So a change re-runs that stage and the stages built on it (and a key it does not read,
+        none), and a folder's location is not part of what is in it: a sweep names the folders of
+        its arms' stages by this same hash."""
+        out, folders = {}, {}
         for name in self.config.run.stages:
-            blob = json.dumps({"stage": name, "config": stage_reads(name, self.resolved[name]),
-                               "seed": self.config.run.seed, "previous": previous}, sort_keys=True, default=str)
-            previous = out[name] = hashlib.sha256(blob.encode()).hexdigest()[:16]
+            blob = json.dumps({"stage": name, "config": self.stage_identity(name, folders),
+                               "seed": self.config.run.seed}, sort_keys=True, default=str)
+            out[name] = hashlib.sha256(blob.encode()).hexdigest()[:16]
+            folders[os.path.normpath(self.resolved[name]["output_dir"])] = {"stage": name, "fingerprint": out[name]}
         return out
+
+    def stage_identity(self, name: str, folders: dict[str, dict] | None = None) -> dict:
+        """What `name` reads of its config, its own output folder left out and each model it loads
+        (init_from, model.tokenizer, model.checkpoint) given as `folders[path]` when it is one of
+        them (the fingerprint of the stage that builds it) and as the path otherwise."""
+        folders = self._run_stage_folders() if folders is None else folders
+        section = {k: v for k, v in stage_reads(name, self.resolved[name]).items() if k != "output_dir"}
+
+        def identity(path):
+            return folders.get(os.path.normpath(path), path) if isinstance(path, str) else path
+
+        if "init_from" in section:
+            section["init_from"] = identity(section["init_from"])
+        if isinstance(section.get("model"), dict):
+            section["model"] = {**section["model"], **{k: identity(section["model"].get(k))
+                                                       for k in ("tokenizer", "checkpoint")}}
+        return section
+
+    def _run_stage_folders(self) -> dict[str, dict]:
+        fingerprints = self.fingerprints()
+        return {os.path.normpath(self.resolved[n]["output_dir"]): {"stage": n, "fingerprint": f}
+                for n, f in fingerprints.items()}
 
 
 def data_file_path(root: str | None, file: str) -> str:
@@ -301,10 +352,9 @@ def build_recipe(raw, path: str) -> LoadedRecipe:
         with _recipe_errors(path):
             for name, node in sweep.pop("arm_definitions").items():
                 typed = OmegaConf.merge(OmegaConf.structured(ArmSection), node)
-                definitions[str(name)] = ArmSection(method=typed.method, based_on=typed.based_on,
-                                                    description=typed.description,
-                                                    max_examples_per_class=typed.max_examples_per_class,
-                                                    recipe=OmegaConf.to_container(typed.recipe, resolve=False))
+                fields = OmegaConf.to_container(typed, resolve=False)  # (fragments resolve per arm)
+                training = fields.pop("self_training")
+                definitions[str(name)] = ArmSection(**fields, self_training=training and SelfTrainingSection(**training))
     with _recipe_errors(path):
         typed = OmegaConf.merge(OmegaConf.structured(Recipe), raw)
         resolved = OmegaConf.to_container(typed, resolve=True, throw_on_missing=True)

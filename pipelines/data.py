@@ -92,6 +92,20 @@ def lm_text_splits(data: DataConfig, seed: int) -> tuple[Dataset, Dataset]:
     return train, valid
 
 
+def unlabeled_texts(data: DataConfig) -> list[str] | None:
+    """The unlabeled splits' texts (empty ones dropped), for self-training; None when the data names
+    none (self-training then takes the train split's texts without their labels)."""
+    if not data.unlabeled_splits:
+        return None
+    splits = load_splits(data)
+    texts = []
+    for name in data.unlabeled_splits:
+        ds = _split(splits, name, data)
+        _require_column(ds, data.text_column, data, "text")
+        texts += _non_empty(ds.select_columns([data.text_column]), data, name)[data.text_column]
+    return texts
+
+
 def group_into_blocks(batch: dict, block_size: int) -> dict:
     """Concatenates tokenized texts and cuts them into block_size pieces (the remainder is
     dropped). A corpus shorter than one block still gives one (shorter) block."""

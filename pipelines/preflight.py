@@ -39,9 +39,10 @@ def check_sweep_arms(plan, read: dict | None = None) -> list[str]:
     check_writable(f"{plan.recipe.path}: sweep.output_dir", str(plan.output_dir))
     read = {} if read is None else read
     lines = []
-    for arm in plan.arms.values():
+    arms = [*plan.arms.values(), *(arm.student for arm in plan.arms.values() if arm.student)]  # (self-training's)
+    for arm in arms:
         stages = arm.recipe.config.run.stages
-        for name in [*stages, *(["classify"] if arm.method != "tfidf" else [])]:
+        for name in [*stages, *(["classify"] if arm.method.uses_model else [])]:
             check_stage_setup(arm.recipe, name)
         lines += [line for name in stages if (line := check_stage_data(arm.recipe, name, read))]
     return list(dict.fromkeys(lines))

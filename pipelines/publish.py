@@ -31,6 +31,7 @@ from huggingface_hub.errors import HfHubHTTPError
 
 from .cards import CARD, initial_weights, with_modeling_code
 from .errors import LmTransferError
+from .record import METRICS, read_provenance, read_recipe
 from .remote_code import MODELING_FILE, auto_map, modeling_source
 
 
@@ -42,10 +43,9 @@ def stage_record(folder: Path) -> dict:
     """metrics.json's provenance of a finished stage folder, or a clear error."""
     if not folder.is_dir():
         raise PublishError(f"{folder}: no such folder (give a stage's output folder, e.g. runs/demo-bbc/classifier)")
-    metrics = folder / "metrics.json"
-    record = json.loads(metrics.read_text()).get("lm_transfer") if metrics.exists() else None
+    record = read_provenance(folder)
     if record is None:
-        raise PublishError(f"{folder}: not a finished lm-transfer stage (no metrics.json written by a run)")
+        raise PublishError(f"{folder}: not a finished lm-transfer stage (no {METRICS} written by a run)")
     if not (folder / CARD).exists():
         raise PublishError(f"{folder}: no {CARD} (a tokenizer folder has no model card; publish a model's folder)")
     return record
@@ -92,7 +92,7 @@ def card_for_repo(folder: Path, stage: str, repo_id: str, base_model: str | None
         if not _REPO_ID.match(base_model) or Path(base_model).exists():  # (a local folder is not a repo)
             raise PublishError(f"--base-model {base_model!r}: give the Hub repo id (user/name) "
                                "the base model was published to")
-        started_from = initial_weights(yaml.safe_load((folder / "recipe.yaml").read_text())[stage])
+        started_from = initial_weights(read_recipe(folder)[stage])
         if not started_from:
             raise PublishError(f"--base-model: {folder} was trained from random weights (its {stage} stage "
                                "has no init_from)")

@@ -3,8 +3,6 @@ stage's output atomically (a crashed stage leaves no output folder), print the s
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -12,18 +10,15 @@ from pathlib import Path
 
 import torch
 from accelerate import PartialState
-from omegaconf import OmegaConf
 from transformers import set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
-from . import __version__
 from .cards import refresh_card, write_card
 from .config import LoadedRecipe
 from .errors import LmTransferError, RecipeError
 from .preflight import check_inputs
+from .record import describe_hardware, is_current, provenance, read_metrics, write_record
 from .trainer import checkpoint_step
-
-METRICS = "metrics.json"  # also the cache key: the config fingerprint that built the folder
 
 
 @dataclass
@@ -87,13 +82,6 @@ class StageContext:
             (self.work_dir / "elapsed_seconds").write_text(f"{seconds:.1f}")
 
 
-def stage_is_current(output_dir: Path, fingerprint: str) -> bool:
-    record = output_dir / METRICS
-    if not record.exists():
-        return False
-    return json.loads(record.read_text()).get("lm_transfer", {}).get("config_fingerprint") == fingerprint
-
-
 def _stage_module(name: str):
     from .stages import classify, lm, tokenizer
 
@@ -114,7 +102,7 @@ def run_recipe(recipe: LoadedRecipe, only: str | None = None, force: bool = Fals
     fingerprints = recipe.fingerprints()
     if check:  # everything that can fail on the user's input fails now, before any stage trains
         pending = [name for name in stages if (only is None or name == only)
-                   and (force or not stage_is_current(Path(recipe.stage(name).output_dir), fingerprints[name]))]
+                   and (force or not is_current(Path(recipe.stage(name).output_dir), fingerprints[name]))]
         # (on the main process: the others would read the same data at once, and fail the same way)
         for line in main_only(state, lambda: check_inputs(recipe, pending)) or []:
             say_on_main(state, line)
@@ -123,17 +111,17 @@ def run_recipe(recipe: LoadedRecipe, only: str | None = None, force: bool = Fals
         ctx = StageContext(recipe, name, fingerprints[name], state)
         if only is not None and name != only:
             before_only = stages.index(name) < stages.index(only)
-            if before_only and not stage_is_current(ctx.output_dir, ctx.fingerprint):
+            if before_only and not is_current(ctx.output_dir, ctx.fingerprint):
                 raise RecipeError(f"{recipe.path}: --stage {only} needs stage '{name}' built from this config "
                                   f"first ({ctx.output_dir} is missing or stale); run without --stage")
             continue
-        if not force and stage_is_current(ctx.output_dir, ctx.fingerprint):
+        if not force and is_current(ctx.output_dir, ctx.fingerprint):
             say_on_main(state, f"[{name}] up to date in {ctx.output_dir} (config {ctx.fingerprint}); skipped")
             if name != "tokenizer" and state.is_main_process and refresh_card(ctx.output_dir,
                                                                               recipe.resolved.get("card", {})):
                 print(f"[{name}] model card updated (the recipe's card section or the templates changed)",
                       flush=True)
-            results[name] = json.loads((ctx.output_dir / METRICS).read_text())
+            results[name] = read_metrics(ctx.output_dir)
             continue
         say_on_main(state, f"[{name}] running -> {ctx.output_dir}")
         results[name] = _run_stage(ctx)
@@ -159,8 +147,7 @@ def _run_stage(ctx: StageContext) -> dict:
     metrics["hardware"] = describe_hardware(state)
     # Provenance, and what tells a later run this folder is current (the folder holds nothing that
     # would not go to the Hub, so no separate stamp file).
-    metrics["lm_transfer"] = {"stage": ctx.name, "config_fingerprint": ctx.fingerprint, "recipe": ctx.recipe.path,
-                              "version": __version__}
+    metrics["lm_transfer"] = provenance(ctx.name, ctx.fingerprint, ctx.recipe.path)
     if state.is_main_process:
         write_record(ctx.partial_dir, metrics, ctx.recipe.resolved)
         if ctx.name != "tokenizer":  # a model: its folder gets the card the Hub shows
@@ -170,21 +157,6 @@ def _run_stage(ctx: StageContext) -> dict:
         shutil.rmtree(ctx.work_dir, ignore_errors=True)
     state.wait_for_everyone()
     return metrics
-
-
-def write_record(folder: Path, metrics: dict, resolved: dict) -> None:
-    """What a model folder says about itself beside the weights: metrics.json and the resolved recipe."""
-    (folder / METRICS).write_text(json.dumps(metrics, indent=2, sort_keys=True))
-    (folder / "recipe.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
-
-
-def describe_hardware(state: PartialState) -> str:
-    """What trained the stage, for its card: '1 process on 2 CPU cores' or '4 processes on 4 x H100'."""
-    processes = f"{state.num_processes} process{'es' if state.num_processes > 1 else ''}"
-    if torch.cuda.is_available():
-        return f"{processes} on {torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{processes} on {cores} CPU cores"
 
 
 def say_on_main(state: PartialState, message: str) -> None:

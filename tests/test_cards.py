@@ -4,6 +4,8 @@ ModelCard.load, a model-index equal to metrics.json, and sections filled from th
 import json
 import re
 import shutil
+from importlib import resources
+from pathlib import Path
 
 import pytest
 import yaml
@@ -13,6 +15,8 @@ from transformers import AutoModelForSequenceClassification
 
 from pipelines.cards import hub_id, initial_weights, render_card
 from pipelines.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _card_and_metrics(folder):
@@ -259,3 +263,39 @@ def test_a_transformer_language_models_card_has_no_warning(awd_run, tmp_path):
                    "trust_remote_code"):
         assert absent not in text, absent
     assert "model = AutoModelForCausalLM.from_pretrained(" in text
+
+
+def test_the_card_templates_are_found_through_the_installed_package(tmp_path):
+    """The templates live in the top-level model_cards/ folder, which pyproject.toml installs as the
+    package pipelines.model_cards (package-dir): each is found there, as in an installed wheel or an
+    editable install, not only in the checkout, and a classifier card renders from them."""
+    names = sorted(path.name for path in (ROOT / "model_cards").glob("*.md"))
+    assert {"classifier.md", "language_model.md"} <= set(names) and not (ROOT / "pipelines" / "model_cards").exists()
+    installed = resources.files("pipelines.model_cards")
+    for name in names:
+        assert (installed / name).read_text() == (ROOT / "model_cards" / name).read_text(), name
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "awd_lstm"}))
+    resolved = {"run": {"name": "tiny"}, "card": {}, "classify": {
+        "random_init": True, "output_dir": str(tmp_path), "training": {"learning_rate": 0.01},
+        "data": {"path": "topics", "train_split": "train", "test_split": "test"}}}
+    metrics = {"test_accuracy": 0.5, "test_f1_macro": 0.25, "parameters": 1234, "labels": ["food", "sport"],
+               "train_examples": 4, "test_examples": 2}
+    text = render_card(tmp_path, "classify", "recipe.yaml", resolved, metrics).text
+    for line in ("# tiny-classify", "Labels: food, sport.", "| Accuracy | 50.0 % |",  # classifier.md
+                 "The PyPI package named `pipelines` is unrelated",  # _code_notice.md
+                 "| learning_rate | 0.01 |",  # _training.md
+                 "import pipelines  # noqa: F401",  # _how_to_load.md
+                 "title = {Universal Language Model Fine-tuning for Text Classification}"):  # _citation.md
+        assert line in text, line
+
+
+def test_pyproject_lists_every_package():
+    """pyproject.toml lists its packages (packages.find cannot see pipelines.model_cards, which
+    package-dir maps to model_cards/): a folder of pipelines/ missing from the list would be left
+    out of the wheel, though an editable install still finds it."""
+    tomllib = pytest.importorskip("tomllib")
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert setuptools["package-dir"] == {"pipelines.model_cards": "model_cards"}
+    folders = {".".join(path.relative_to(ROOT).parts) for path in [ROOT / "pipelines", *(ROOT / "pipelines").rglob("*")]
+               if path.is_dir() and path.name != "__pycache__" and any(p.is_file() for p in path.iterdir())}
+    assert folders | {"pipelines.model_cards"} == set(setuptools["packages"])

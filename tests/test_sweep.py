@@ -9,8 +9,7 @@ from conftest import tiny_recipe, write_recipe
 
 from pipelines.config import load_recipe
 from pipelines.errors import DataError, RecipeError
-from pipelines.sweep import append_result, plan_sweep, read_results, run_sweep, write_sweep_report
-from pipelines.sweep_arms import build_arm
+from pipelines.sweep import append_result, build_arm, plan_sweep, read_results, run_sweep, write_sweep_report
 
 ARMS = ["scratch", "pretrained", "tfidf_lr", "frozen_probe"]
 
@@ -223,16 +222,19 @@ def test_fine_tuning_cells_survive_a_change_of_the_stage_only_keys(tmp_path, top
     assert build_arm(before, "pretrained").fingerprint == build_arm(after, "pretrained").fingerprint
 
 
-def test_a_stage_is_moved_when_the_recipe_chains_it_differently(tmp_path, topic_data):
-    # The recipe runs the tokenizer first; an arm starting at a checkpoint-free pretrain that does not
-    # need it would get another fingerprint for the same folder: it must get its own folder.
+def test_a_stage_is_the_recipes_when_it_reads_the_same_whatever_runs_before_it(tmp_path, topic_data):
+    # The recipe runs the tokenizer first; this arm's pretrain reads a prebuilt tokenizer, not that
+    # stage: it is the recipe's stage, in the recipe's folder under one fingerprint, so neither `run`
+    # nor the sweep rebuilds what the other built.
     raw = sweep_recipe(topic_data, tmp_path / "run", arms=["pretrained"], reference="pretrained")
     tokenizer_dir = tmp_path / "prebuilt-tokenizer"
     tokenizer_dir.mkdir()
     raw["pretrain"]["model"]["tokenizer"] = str(tokenizer_dir)
-    arm = build_arm(load(tmp_path, raw), "pretrained")
+    recipe = load(tmp_path, raw)
+    arm = build_arm(recipe, "pretrained")
     assert arm.recipe.config.run.stages == ["pretrain"]
-    assert arm.classify.init_from.startswith(f"{tmp_path}/run/sweep/stages/pretrain-")
+    assert arm.classify.init_from == recipe.config.pretrain.output_dir
+    assert arm.recipe.fingerprints()["pretrain"] == recipe.fingerprints()["pretrain"]
 
 
 def test_literal_paths_to_a_moved_stage_follow_it(tmp_path, topic_data):

@@ -2,7 +2,8 @@
 
 import pytest
 
-from pipelines.sweep_report import format_duration, plot_learning_curves, summary_markdown, write_report
+from pipelines.cards import format_duration
+from pipelines.sweep.report import plot_learning_curves, summary_markdown, write_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -23,8 +23,16 @@ from ..training_args import build_training_args, precision
 
 # ULMFiT's bptt for the recurrent backbone; transformers read chunks of their own context size.
 RECURRENT_BPTT = 70
-# Transfer techniques mean nothing for random weights: the from-scratch comparison fine-tunes plainly.
-SCRATCH_TRAINING = {"gradual_unfreezing": False, "discriminative_lr_factor": None}
+# The from-scratch baseline of a classifier config (classify.compare_scratch and the sweep's scratch
+# arm, declared here once): init_from's architecture and tokenizer with random weights, every
+# parameter trained. Transfer techniques and adapters mean nothing for random weights.
+FROM_SCRATCH = {"random_init": True, "peft": None, "freeze_body": False,
+                "training": {"gradual_unfreezing": False, "discriminative_lr_factor": None}}
+
+
+def from_scratch(cfg: ClassifyStage) -> ClassifyStage:
+    changes = {k: v for k, v in FROM_SCRATCH.items() if k != "training"}
+    return dataclasses.replace(cfg, **changes, training={**cfg.training, **FROM_SCRATCH["training"]})
 
 
 def run(ctx) -> dict:
@@ -51,8 +59,7 @@ def run(ctx) -> dict:
         metrics["parameters"] = sum(p.numel() for p in saved.parameters())  # as saved: LoRA merged
     # 6. the same classifier from random init on the same labels, for comparison
     if cfg.compare_scratch:
-        scratch_cfg = dataclasses.replace(cfg, random_init=True, peft=None,
-                                          training={**cfg.training, **SCRATCH_TRAINING})
+        scratch_cfg = from_scratch(cfg)
         set_seed(ctx.seed)
         scratch = fit_and_test(scratch_cfg, build_classifier(scratch_cfg, tokenizer, label_names, where), tokenizer,
                                train_tok, test_tok, ctx.seed, str(ctx.work_dir / "scratch"))
@@ -95,6 +102,20 @@ def build_classifier(cfg: ClassifyStage, tokenizer, label_names: list[str], wher
 
 def fit_and_test(cfg: ClassifyStage, model, tokenizer, train_tok, test_tok, seed: int, work_dir: str,
                  resume_from: str | None = None, quiet: bool = False, **training_overrides) -> dict:
+    """Trains the classifier on `train_tok` and scores it on `test_tok`."""
+    trainer, metrics = fit(cfg, model, tokenizer, train_tok, seed, work_dir, resume_from, quiet, **training_overrides)
+    prediction = trainer.predict(test_tok)
+    predicted = np.argmax(prediction.predictions, axis=-1)
+    scores = classification_metrics().compute(predictions=predicted, references=prediction.label_ids)
+    return {"model": trainer.model, "predictions": predicted,
+            "metrics": {"test_accuracy": scores["accuracy"], "test_f1_macro": scores["f1_macro"], **metrics}}
+
+
+def fit(cfg: ClassifyStage, model, tokenizer, train_tok, seed: int, work_dir: str, resume_from: str | None = None,
+        quiet: bool = False, **training_overrides):
+    """Fine-tunes the classifier as the config says (early stopping on a dev share of the labeled
+    examples when dev_fraction is set); returns the Trainer, holding the trained model, and the
+    training metrics."""
     overrides = {"seed": seed, **training_overrides}
     if cfg.training.get("gradual_unfreezing"):
         overrides["ddp_find_unused_parameters"] = True  # frozen groups get no gradients under DDP
@@ -115,18 +136,14 @@ def fit_and_test(cfg: ClassifyStage, model, tokenizer, train_tok, test_tok, seed
         for callback in (PrinterCallback, ProgressCallback):
             trainer.remove_callback(callback)
     result = trainer.train(resume_from_checkpoint=resume_from)
-    prediction = trainer.predict(test_tok)
-    predicted = np.argmax(prediction.predictions, axis=-1)
-    scores = classification_metrics().compute(predictions=predicted, references=prediction.label_ids)
     tokens_per_example = sum(len(ids) for ids in train_tok["input_ids"]) / len(train_tok)
-    return {"model": trainer.model, "predictions": predicted, "metrics": {
-        "test_accuracy": scores["accuracy"], "test_f1_macro": scores["f1_macro"],
+    return trainer, {
         "train_loss": result.training_loss, "train_runtime": result.metrics["train_runtime"],
         "precision": precision(trainer.args),
         "train_tokens_per_second": result.metrics["train_samples_per_second"] * tokens_per_example,
         "dev_examples": 0 if dev_tok is None else len(dev_tok),
         "dev_loss_curve": [round(h["eval_loss"], 4) for h in trainer.state.log_history if "eval_loss" in h],
-        "chosen_epoch": _best_epoch(trainer.state)}}
+        "chosen_epoch": _best_epoch(trainer.state)}
 
 
 def _best_epoch(state) -> int | None:

@@ -4,11 +4,15 @@
 is the dict returned by the LabelEfficiency metric. The x-axis quantity everywhere is `train_examples`.
 """
 
+import json
 import os
+import shutil
 import statistics
-import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+
+from ..cards import format_duration
+from ..record import is_current, read_metrics, write_atomically
 
 MISSING = "–"
 BAND_NOTE = "line: mean over seeds; band: min–max over seeds"
@@ -109,6 +113,25 @@ def _timing_table(rows: Sequence[Mapping], arms: Sequence[str]) -> str:
     return _table(["Arm", "Cells", "Mean train seconds", "Mean cell seconds"], body)
 
 
+def _self_training_section(rows: Sequence[Mapping], budgets: Sequence[int]) -> list[str]:
+    """Teacher and student accuracy per round of the self-trained arms (mean over seeds)."""
+    body = []
+    for arm in _arms_in_order(rows):
+        for budget in budgets:
+            cells = [row["self_training"] for row in rows
+                     if row["arm"] == arm and row["train_examples"] == budget and row.get("self_training")]
+            for number in range(len(cells[0]) if cells else 0):
+                rounds = [c[number] for c in cells if len(c) > number]
+                body.append([arm, _budget_header(rows, budget), str(number + 1),
+                             _percent_cell([r["teacher_accuracy"] for r in rounds]),
+                             _percent_cell([r["student_accuracy"] for r in rounds]),
+                             _mean_or_missing([r["pseudo_labeled"] for r in rounds])])
+    return ["## Self-training", "",
+            "Per round: the teacher's and the student's test accuracy (mean ± std over seeds, in %) and the "
+            "number of pseudo-labeled examples the student was trained on beside the labeled ones.", "",
+            _table(["Arm", "Labels", "Round", "Teacher", "Student", "Pseudo-labeled"], body, left_columns=2)]
+
+
 def _ablation_section(rows: Sequence[Mapping], ablation: Mapping) -> list[str]:
     budget = ablation["budget"]
     body = []
@@ -121,15 +144,6 @@ def _ablation_section(rows: Sequence[Mapping], ablation: Mapping) -> list[str]:
         "",
         _table(["Variant", "Arm", "Accuracy (%)", "Test error (%)"], body, left_columns=2),
     ]
-
-
-def format_duration(seconds: float) -> str:
-    """'1 h 02 min 03 s', '4 min 05 s' or '12.3 s'."""
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min {secs:02d} s" if hours else f"{minutes} min {secs:02d} s"
 
 
 def summary_markdown(rows: Sequence[Mapping], efficiency: Mapping | None, title: str, *,
@@ -162,7 +176,11 @@ def summary_markdown(rows: Sequence[Mapping], efficiency: Mapping | None, title:
     lines += ["## Macro-F1", "", _metric_table(rows, arms, budgets, "f1_macro"), ""]
     if efficiency and efficiency.get("arms"):
         lines += [*_multiplier_section(rows, efficiency), ""]
+        for other in (efficiency.get("other_references") or {}).values():
+            lines += [*_multiplier_section(rows, other), ""]
     lines += ["## Time per cell", "", _timing_table(rows, arms), ""]
+    if any(row.get("self_training") for row in rows):
+        lines += [*_self_training_section(rows, budgets), ""]
     if ablations:
         lines += ["## Ablations", ""]
         extra = rows if ablation_rows is None else _latest_cells(ablation_rows)
@@ -181,19 +199,6 @@ def card_section(rows: Sequence[Mapping], efficiency: Mapping | None, heading: s
     if efficiency and efficiency.get("arms"):
         lines += _multiplier_section(rows, efficiency, heading)
     return "\n".join(lines)
-
-
-def write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
-    """Write through a temp file in the same folder, then rename, so readers never see a partial file."""
-    descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(descriptor)
-    try:
-        write(Path(temp_name))
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def plot_learning_curves(rows: Sequence[Mapping], path: str | os.PathLike, title: str | None = None) -> Path:
@@ -246,3 +251,62 @@ def write_report(rows: Sequence[Mapping], efficiency: Mapping | None, folder: st
     text = summary_markdown(rows, efficiency, title, curve_image=curve.name, **summary_options)
     summary = write_atomically(folder / "summary.md", lambda temp: temp.write_text(text, encoding="utf-8"))
     return {"summary": summary, "curve": curve}
+
+
+def write_sweep_report(plan, rows: list[dict], budgets: list[int], num_classes: int, command: str | None,
+                       wall_seconds: float | None) -> dict:
+    """label_efficiency.json, summary.md and curve.png of a sweep's current rows; the recipe's own
+    classifier's card gets the tables. Returns the label-efficiency metrics."""
+    from ..metrics.label_efficiency import LabelEfficiency
+
+    sweep = plan.recipe.config.sweep
+    # Learning curves from the sweep's budgets only: an ablation cell at another budget would add a
+    # point to some arms' curves (the reference's included) and not to others.
+    on_curves = set(plan.curve_cells(budgets))
+    main = [r for r in rows if (r["examples_per_class"], r["seed"], r["arm"]) in on_curves]
+
+    def against(reference: str) -> dict:
+        return LabelEfficiency().compute(arms=[r["arm"] for r in main], budgets=[r["train_examples"] for r in main],
+                                         accuracies=[r["accuracy"] for r in main], reference=reference)
+
+    efficiency = against(sweep.reference)
+    # The multipliers against the baselines a user knows too (TF-IDF), when the sweep runs them.
+    others = [a for a in sweep.also_against if a in sweep.arms and a != sweep.reference and any(r["arm"] == a for r in main)]
+    if others:
+        efficiency["other_references"] = {a: against(a) for a in others}
+    text = json.dumps(efficiency, indent=2)
+    write_atomically(plan.output_dir / "label_efficiency.json", lambda temp: temp.write_text(text))
+    ablations = [{"title": t.title, "budget": sweep.ablation_examples_per_class * num_classes,
+                  "arms": list(t.rows.items())} for t in sweep.ablations]
+    write_report(main, efficiency, plan.output_dir, f"Label efficiency: {plan.recipe.config.run.name}",
+                 command=command, wall_seconds=wall_seconds, lm_seconds=_lm_seconds(plan),
+                 ablations=ablations or None, ablation_rows=rows)
+    _show_on_classifier_card(plan, card_section(main, efficiency))
+    return efficiency
+
+
+def _show_on_classifier_card(plan, section: str) -> None:
+    """The recipe's own classifier (`lm-transfer run`), when it is built from this same recipe,
+    gets the sweep's curve and tables on its model card."""
+    from accelerate import PartialState
+
+    from ..cards import write_card
+    from ..runner import say_on_main
+
+    recipe = plan.recipe
+    if "classify" not in recipe.config.run.stages:
+        return
+    folder = Path(recipe.config.classify.output_dir)
+    if not is_current(folder, recipe.fingerprints()["classify"]):
+        return
+    shutil.copyfile(plan.output_dir / "curve.png", folder / "curve.png")
+    write_card(folder, "classify", recipe.path, recipe.resolved, read_metrics(folder), label_efficiency=section)
+    say_on_main(PartialState(), f"sweep: curve and tables added to the card of {folder}")
+
+
+def _lm_seconds(plan) -> float | None:
+    """Wall time of the distinct LM stages the arms use, from their metrics.json."""
+    folders = {getattr(r.config, stage).output_dir for arm in plan.arms.values()
+               for r in arm.stage_recipes for stage in r.config.run.stages}
+    seconds = [m.get("stage_wall_seconds", 0) for m in map(read_metrics, folders) if m is not None]
+    return sum(seconds) if seconds else None

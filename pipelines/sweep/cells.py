@@ -1,0 +1,144 @@
+"""One cell of a label-efficiency sweep: the arm's classifier trained on a (budget, seed)'s labeled
+examples, by the arm's method (`methods`), self-trained when the arm says so, scored on the sweep's
+test subset; the row that goes to results.jsonl."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..cards import write_card
+from ..data import stratified_indices
+from ..metrics import classification_metrics
+from ..record import describe_hardware, provenance, write_record
+from .arms import Arm
+from .methods import CellMethod, Fitted
+from .self_training import SelfTraining
+
+
+def labeled_subset_id(indices: list[int]) -> str:
+    """A short hash of which labeled examples a cell trained on: equal across arms for a (budget,
+    seed), so pairing can be checked in results.jsonl."""
+    return hashlib.sha256(json.dumps(indices).encode()).hexdigest()[:12]
+
+
+def texts_id(texts: list[str]) -> str:
+    """A short hash of the texts a cell was scored on: one value for every arm and seed of a sweep."""
+    return hashlib.sha256(json.dumps(texts).encode()).hexdigest()[:12]
+
+
+@dataclass
+class CellData:
+    train: object  # datasets.Dataset with text, label: the cells' labeled subsets are drawn from it
+    test: object  # the sweep's test subset, the same for every cell
+    label_names: list[str]
+    unlabeled: list[str] | None = None  # the unlabeled splits' texts; None: self-training samples train's
+
+    def __post_init__(self):
+        self.train_labels = np.asarray(self.train["label"])
+        self.test_texts, self.test_labels = list(self.test["text"]), list(self.test["label"])
+        self.test_id = texts_id(self.test_texts)
+
+
+class CellRunner:
+    """Runs the cells of one arm. `methods` holds one method object per arm name, shared by the
+    runners of a sweep (a frozen_probe student reuses frozen_probe's encoded texts)."""
+
+    def __init__(self, arm: Arm, data: CellData, state, work_dir: Path, methods: dict[str, CellMethod]):
+        self.arm, self.data, self.state, self.work_dir = arm, data, state, work_dir
+
+        def method_of(of: Arm) -> CellMethod:
+            if of.name not in methods:
+                methods[of.name] = of.method(of, data.label_names, state, work_dir)
+            return methods[of.name]
+
+        self.method = method_of(arm)
+        self.self_training = None
+        if arm.self_training is not None:
+            pool = data.unlabeled if data.unlabeled is not None else list(data.train["text"])
+            self.self_training = SelfTraining(arm.self_training, self.method, method_of(arm.student or arm), pool,
+                                              pool_is_train=data.unlabeled is None)
+
+    @property
+    def everywhere(self) -> bool:
+        """Every process runs the cell (a Trainer in it); otherwise the main process alone."""
+        return (self.self_training or self.method).everywhere
+
+    def run(self, per_class: int, seed: int) -> dict:
+        started = time.time()
+        indices = stratified_indices(self.data.train_labels, per_class, seed)
+        labeled = self.data.train.select(indices)
+        texts, labels = list(labeled["text"]), list(labeled["label"])
+        scored: dict[int, tuple] = {}  # test probabilities by classifier, each computed once
+
+        def test_probabilities(fitted: Fitted) -> np.ndarray:
+            key = id(fitted.predict_proba)
+            if key not in scored:
+                scored[key] = (fitted.predict_proba, fitted.predict_proba(self.data.test_texts))
+            return scored[key][1]
+
+        def accuracy(fitted: Fitted) -> float:
+            return float(np.mean(np.argmax(test_probabilities(fitted), axis=-1) == self.data.test_labels))
+
+        with _library_progress_bars_off():
+            if self.self_training is not None:
+                fitted = self.self_training.fit(texts, labels, seed, indices, accuracy)
+            else:
+                fitted = self.method.fit(texts, labels, seed)
+            predicted = np.argmax(test_probabilities(fitted), axis=-1)
+        scores = classification_metrics().compute(predictions=predicted, references=self.data.test_labels)
+        row = {"arm": self.arm.name, "method": self.arm.method.name, "arm_fingerprint": self.arm.fingerprint,
+               "examples_per_class": per_class, "train_examples": len(indices), "seed": seed,
+               # Which labeled examples and which test texts: equal across arms (and seeds, for the
+               # test), so the pairing is checkable in results.jsonl.
+               "labeled_subset": labeled_subset_id(indices), "test_subset": self.data.test_id,
+               "accuracy": scores["accuracy"], "f1_macro": scores["f1_macro"], "test_examples": len(self.data.test_texts),
+               "train_seconds": round(fitted.train_seconds, 2), **fitted.details}
+        if self.arm.recipe.config.sweep.save_models and fitted.save is not None and self.state.is_main_process:
+            self._keep(fitted, per_class, seed, scores, len(indices))
+        row["cell_seconds"] = round(time.time() - started, 2)
+        return row
+
+    def _keep(self, fitted: Fitted, per_class: int, seed: int, scores: dict, train_examples: int) -> None:
+        """A kept cell's classifier gets what a classify stage's folder has (metrics.json, the
+        resolved recipe of the cell, the card), so `lm-transfer publish` takes it like any model."""
+        folder = self.work_dir.parent / "models" / f"{self.arm.name}-{per_class}-{seed}"
+        shutil.rmtree(folder, ignore_errors=True)
+        model = fitted.save(folder)
+        resolved = copy.deepcopy(self.arm.recipe.resolved)
+        resolved["run"].update(name=f"{resolved['run']['name']}-{folder.name}", seed=seed)
+        resolved["classify"].update(output_dir=str(folder), examples_per_class=per_class)
+        resolved["classify"]["data"]["max_test_examples"] = self.arm.recipe.config.sweep.test_examples
+        metrics = {"test_accuracy": scores["accuracy"], "test_f1_macro": scores["f1_macro"],
+                   "train_examples": train_examples, "test_examples": len(self.data.test_texts),
+                   "labels": self.data.label_names, "examples_per_class": per_class,
+                   "parameters": sum(p.numel() for p in model.parameters()),
+                   "hardware": describe_hardware(self.state),
+                   "lm_transfer": provenance("classify", self.arm.fingerprint, self.arm.recipe.path, sweep_cell={
+                       "arm": self.arm.name, "examples_per_class": per_class, "seed": seed})}
+        write_record(folder, metrics, resolved)
+        write_card(folder, "classify", self.arm.recipe.path, resolved, metrics)
+
+
+@contextmanager
+def _library_progress_bars_off():
+    """Cells are many and short: their loading, tokenizing and training bars would bury the
+    sweep's own bar."""
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    datasets.disable_progress_bars()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        datasets.enable_progress_bars()
+        hf_logging.enable_progress_bar()

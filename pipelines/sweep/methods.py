@@ -1,0 +1,275 @@
+"""How a sweep cell turns labeled texts into a classifier: one class per arm `method`, one interface.
+
+    method = METHODS[arm.method](arm, label_names, state, work_dir)   # one per arm, kept between cells
+    fitted = method.fit(texts, labels, seed)                            # the cell's labeled examples
+    fitted.predict_proba(test_texts)                                    # (n, classes) probabilities
+
+A method keeps what its cells share (a tokenizer, frozen features of texts it has seen), so the
+test split, and self-training's unlabeled texts, are encoded once per arm, not once per cell.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+
+from ..errors import RecipeError
+
+if TYPE_CHECKING:
+    from .arms import Arm
+
+
+@dataclass
+class Fitted:
+    """A cell's trained classifier."""
+
+    predict_proba: Callable[[list[str]], np.ndarray]
+    train_seconds: float
+    details: dict = field(default_factory=dict)  # extra fields of the cell's row
+    save: Callable[[Path], object] | None = None  # writes a model folder (fine-tuned classifiers), returns the model
+
+
+@dataclass
+class NoOptions:
+    pass
+
+
+class CellMethod:
+    """One way to train a cell's classifier. Subclasses set `name` and implement `fit`."""
+
+    name: ClassVar[str]
+    Options: ClassVar[type] = NoOptions  # the dataclass of the arm's `options`
+    uses_model: ClassVar[bool] = True  # reads the classify section's init_from (so its LM stages are built)
+    everywhere: ClassVar[bool] = False  # every process trains (Trainer under several processes); else the main one
+
+    def __init__(self, arm: Arm, label_names: list[str], state, work_dir: Path):
+        self.arm, self.label_names, self.state, self.work_dir = arm, label_names, state, Path(work_dir)
+
+    @classmethod
+    def options(cls, given: dict, where: str):
+        try:
+            return cls.Options(**given)
+        except TypeError:
+            known = ", ".join(f.name for f in dataclasses.fields(cls.Options)) or "none"
+            raise RecipeError(f"{where}: options {sorted(given)}: method '{cls.name}' takes: {known}") from None
+
+    @staticmethod
+    def reads(classify: dict) -> dict:
+        """The part of the classify section (`LoadedRecipe.stage_identity`) whose change makes this
+        method's finished cells stale."""
+        return {k: v for k, v in classify.items() if k not in ("examples_per_class", "compare_scratch")}
+
+    def fit(self, texts: list[str], labels: list[int], seed: int) -> Fitted:
+        raise NotImplementedError
+
+
+class FineTune(CellMethod):
+    """The classify stage's training (ULMFiT techniques as the arm's recipe configures them)."""
+
+    name, everywhere = "finetune", True
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        from ..stages.classify import classifier_tokenizer
+
+        self.where = f"{self.arm.recipe.path}: classify"
+        self.tokenizer = classifier_tokenizer(self.arm.classify, self.where)
+        self._encoded: dict[int, object] = {}
+        self._cells = 0
+
+    def _tokenized(self, texts: list[str], labels: list[int] | None = None):
+        from datasets import Dataset
+
+        from ..stages.classify import tokenize
+
+        columns = {"text": texts} if labels is None else {"text": texts, "label": labels}
+        return tokenize(Dataset.from_dict(columns), self.tokenizer, self.arm.classify.max_length, "texts")
+
+    def fit(self, texts, labels, seed):
+        from transformers import set_seed
+
+        from ..stages.classify import build_classifier, fit, save_classifier
+
+        cfg = dataclasses.replace(self.arm.classify, examples_per_class=None)
+        train = self._tokenized(texts, labels)
+        set_seed(seed)
+        model = build_classifier(cfg, self.tokenizer, self.label_names, self.where)
+        self._cells += 1
+        work = self.work_dir / f"{self.arm.name}-{self._cells}"
+        # Cells are short: no checkpoints to resume from (a crashed cell is re-run; with a dev split,
+        # weights-only ones per epoch to keep the best); one progress bar is the sweep's.
+        trainer, metrics = fit(cfg, model, self.tokenizer, train, seed, str(work), quiet=True,
+                               save_strategy="no", disable_tqdm=True)
+        if self.state.is_main_process:  # (a dev split's per-epoch weights; the model is in memory)
+            shutil.rmtree(work, ignore_errors=True)
+
+        def predict_proba(batch: list[str]) -> np.ndarray:
+            import torch
+
+            key = hash(tuple(batch))  # the test split is encoded once per arm
+            if key not in self._encoded:
+                self._encoded = {**dict(list(self._encoded.items())[-2:]), key: self._tokenized(batch)}
+            logits = trainer.predict(self._encoded[key]).predictions
+            return torch.softmax(torch.as_tensor(logits, dtype=torch.float32), dim=-1).numpy()
+
+        def save(folder: Path):
+            return save_classifier(trainer.model, self.tokenizer, self.label_names, folder)
+
+        return Fitted(predict_proba, metrics["train_runtime"],
+                      {k: metrics[k] for k in ("dev_examples", "chosen_epoch")}, save)
+
+
+class Probe(CellMethod):
+    """The body frozen: pooled features + logistic regression."""
+
+    name = "probe"
+
+    @staticmethod
+    def reads(classify):
+        keys = ("init_from", "model", "data", "max_length", "bptt", "pooling", "random_init")
+        return {**{k: classify[k] for k in keys}, "bf16": classify["training"].get("bf16")}
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        from transformers import set_seed
+
+        from ..stages.classify import build_classifier, classifier_tokenizer
+        from ..training_args import build_training_args
+
+        cfg, where = self.arm.classify, f"{self.arm.recipe.path}: classify"
+        self.tokenizer = classifier_tokenizer(cfg, where)
+        set_seed(self.arm.recipe.config.run.seed)  # a random_init probe body is reproducible
+        self.model = build_classifier(dataclasses.replace(cfg, peft=None), self.tokenizer, self.label_names, where)
+        self.model.to(self.state.device)
+        self.bf16 = build_training_args(cfg.training, str(self.work_dir)).bf16
+        self._features: dict[str, np.ndarray] = {}  # by text: every text is encoded once per arm
+
+    def features(self, texts: list[str]) -> np.ndarray:
+        from ..features import pooled_features
+
+        missing = list(dict.fromkeys(t for t in texts if t not in self._features))
+        if missing:
+            found = pooled_features(self.model, self.tokenizer, missing, self.arm.classify.max_length,
+                                    bf16=self.bf16, progress=len(missing) > 500)
+            self._features.update(zip(missing, found))
+        return np.stack([self._features[t] for t in texts])
+
+    def fit(self, texts, labels, seed):
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        x = self.features(texts)
+        started = time.time()
+        probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+        probe.fit(x, labels)
+        return Fitted(lambda batch: _all_classes(probe, probe.predict_proba(self.features(batch)), self.label_names),
+                      time.time() - started)
+
+
+class TfIdf(CellMethod):
+    """The classical baseline: TF-IDF of word 1-2 grams + logistic regression (no language model)."""
+
+    name, uses_model = "tfidf", False
+
+    @staticmethod
+    def reads(classify):
+        return {"data": classify["data"]}
+
+    def fit(self, texts, labels, seed):
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+
+        started = time.time()
+        model = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True), LogisticRegression(max_iter=2000))
+        model.fit(texts, labels)
+        return Fitted(lambda batch: _all_classes(model, model.predict_proba(batch), self.label_names),
+                      time.time() - started)
+
+
+@dataclass
+class SetFitOptions:
+    # Contrastive training of the sentence encoder, in batches of pairs. The default is sized for a
+    # CPU: on 2 cores a step of 16 pairs of 256-token texts took 7-16 s.
+    body_steps: int = 16
+    batch_size: int = 16
+    num_epochs: int = 1
+    body_learning_rate: float = 2.0e-5
+
+
+class SetFit(CellMethod):
+    """SetFit (Tunstall et al. 2022): the classify section's init_from sentence encoder fine-tuned
+    contrastively on pairs of the labeled examples, then logistic regression on its embeddings; reads
+    classify.max_length tokens of each text, as the other arms do. Needs the `setfit` extra."""
+
+    name, Options = "setfit", SetFitOptions
+
+    @staticmethod
+    def reads(classify):
+        return {k: classify[k] for k in ("init_from", "data", "max_length")}
+
+    @classmethod
+    def options(cls, given, where):
+        try:
+            import setfit  # noqa: F401
+        except ImportError:
+            raise RecipeError(f"{where}: method setfit needs the setfit package: pip install -e '.[setfit]'") from None
+        options = super().options(given, where)
+        if min(options.body_steps, options.batch_size, options.num_epochs) < 1 or options.body_learning_rate <= 0:
+            raise RecipeError(f"{where}: options: body_steps, batch_size, num_epochs and body_learning_rate "
+                              f"must be positive (got {dataclasses.asdict(options)})")
+        return options
+
+    def fit(self, texts, labels, seed):
+        import tempfile
+
+        from datasets import Dataset
+        from setfit import SetFitModel, Trainer, TrainingArguments
+
+        from ..backbones import resolve_checkpoint
+
+        options = self.arm.options
+        started = time.time()
+        model = SetFitModel.from_pretrained(resolve_checkpoint(self.arm.classify.init_from))
+        model.model_body.max_seq_length = self.arm.classify.max_length
+        with tempfile.TemporaryDirectory(prefix="setfit-", dir=_existing(self.work_dir)) as scratch:
+            # save_strategy "no": SetFit otherwise writes checkpoints into ./checkpoints
+            args = TrainingArguments(batch_size=options.batch_size, num_epochs=options.num_epochs,
+                                     max_steps=options.body_steps, body_learning_rate=options.body_learning_rate,
+                                     seed=seed, report_to="none", save_strategy="no", output_dir=scratch,
+                                     show_progress_bar=False)
+            # (an in-memory dataset: SetFit's model-card callback looks a cached one up on the Hub)
+            Trainer(model=model, args=args, train_dataset=Dataset.from_dict({"text": texts, "label": labels})).train()
+
+        def predict_proba(batch):
+            probabilities = np.asarray(model.predict_proba(batch, as_numpy=True))
+            return _all_classes(model.model_head, probabilities, self.label_names)
+
+        return Fitted(predict_proba, time.time() - started)
+
+
+def _existing(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _all_classes(model, probabilities: np.ndarray, label_names: list[str]) -> np.ndarray:
+    """scikit-learn's probabilities cover the classes it saw; a self-training student may not have
+    seen every class. Columns in label order, zeros for the unseen."""
+    classes = getattr(model, "classes_", None)
+    if classes is None or len(classes) == len(label_names):
+        return probabilities
+    full = np.zeros((len(probabilities), len(label_names)), dtype=probabilities.dtype)
+    full[:, np.asarray(classes, dtype=int)] = probabilities
+    return full
+
+
+METHODS: dict[str, type[CellMethod]] = {m.name: m for m in (FineTune, Probe, TfIdf, SetFit)}

@@ -1,0 +1,85 @@
+"""Self-training around any arm (`self_training:` in an arm's definition): the arm's classifier, trained
+on the cell's labeled examples, is the teacher; it labels a seeded sample of unlabeled text; the most
+confident share, equal per class, joins the labeled examples to train the student (the arm itself,
+or a cheaper arm named as `student`); the student is the next round's teacher. As in MultiFiT's
+pseudo-labelling (Eisenschlos et al. 2019) and self-training on top of pre-training (Du et al. 2021).
+
+Only the cell's own labels and the teacher's predictions are used: the test split is scored for the
+row's per-round accuracies, never trained on."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from ..config import SelfTrainingSection
+from .methods import CellMethod, Fitted
+
+# The stream of the pseudo-label sample's random numbers (the labeled subset uses the seed alone).
+SAMPLE_STREAM = 7
+
+
+def sample_unlabeled(pool_size: int, size: int, seed: int, exclude: list[int] = ()) -> list[int]:
+    """Positions of a seeded sample of the unlabeled pool, without `exclude` (a cell's labeled
+    examples, when the pool is the train split's texts)."""
+    candidates = np.setdiff1d(np.arange(pool_size), np.asarray(exclude, dtype=int))
+    order = np.random.default_rng([seed, SAMPLE_STREAM]).permutation(candidates)
+    return sorted(order[:size].tolist())
+
+
+def confident_balanced(probabilities: np.ndarray, keep: float) -> tuple[np.ndarray, np.ndarray]:
+    """(positions, pseudo-labels) of `keep` of the rows, an equal number per class: for each class
+    the rows the teacher finds most likely to be of it, each row given to one class at most. Ranking
+    by each class's own probability keeps the share balanced when the teacher favours one class."""
+    rows, classes = probabilities.shape
+    quota = int(keep * rows) // classes
+    taken = np.zeros(rows, dtype=bool)
+    ranked = [iter(np.argsort(-probabilities[:, c], kind="stable")) for c in range(classes)]
+    positions, labels = [], []
+    for _ in range(quota):  # round-robin over classes, so no class takes another's best rows first
+        for c in range(classes):
+            row = next(r for r in ranked[c] if not taken[r])
+            taken[row] = True
+            positions.append(row)
+            labels.append(c)
+    return np.asarray(positions, dtype=int), np.asarray(labels, dtype=int)
+
+
+class SelfTraining:
+    """Teacher -> pseudo-labels -> student, `rounds` times, in one cell."""
+
+    def __init__(self, settings: SelfTrainingSection, teacher: CellMethod, student: CellMethod,
+                 pool: list[str], pool_is_train: bool):
+        self.settings, self.teacher, self.student = settings, teacher, student
+        self.pool, self.pool_is_train = pool, pool_is_train
+
+    @property
+    def everywhere(self) -> bool:
+        return self.teacher.everywhere or self.student.everywhere
+
+    def fit(self, texts: list[str], labels: list[int], seed: int, labeled: list[int],
+            accuracy: Callable[[Fitted], float]) -> Fitted:
+        """`labeled`: the cell's positions in the train split (left out of a train-split pool);
+        `accuracy` scores a classifier on the sweep's test subset, for the row."""
+        started = time.time()
+        sample = sample_unlabeled(len(self.pool), self.settings.unlabeled, seed, labeled if self.pool_is_train else ())
+        unlabeled = [self.pool[i] for i in sample]
+        model = self.teacher.fit(texts, labels, seed)
+        train_seconds = model.train_seconds
+        rounds, teacher_accuracy = [], accuracy(model)
+        for number in range(1, self.settings.rounds + 1):
+            labelled_at = time.time()
+            positions, pseudo = confident_balanced(model.predict_proba(unlabeled), self.settings.keep)
+            train_seconds += time.time() - labelled_at
+            model = self.student.fit(texts + [unlabeled[i] for i in positions], labels + pseudo.tolist(), seed)
+            train_seconds += model.train_seconds
+            student_accuracy = accuracy(model)
+            rounds.append({"round": number, "teacher_accuracy": teacher_accuracy, "student_accuracy": student_accuracy,
+                           "pseudo_labeled": len(positions),
+                           "pseudo_per_class": np.bincount(pseudo, minlength=len(self.teacher.label_names)).tolist()})
+            teacher_accuracy = student_accuracy
+        details = {"self_training": rounds, "unlabeled_sampled": len(unlabeled), "self_training_seconds":
+                   round(time.time() - started, 2)}
+        return Fitted(model.predict_proba, train_seconds, {**model.details, **details}, model.save)
