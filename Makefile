@@ -18,7 +18,7 @@ LAUNCH := $(BIN)/accelerate launch --config_file $(ACCELERATE_CONFIG) --num_cpu_
 .PHONY: help setup demo test run pretrain finetune classify label-efficiency predict publish validate clean
 
 help:
-	@echo "make demo                      ULMFiT on BBC News, offline, a few minutes on a CPU"
+	@echo "make demo                      ULMFiT on BBC News, offline, about 12 minutes on 2 CPU cores"
 	@echo "make test                      the test suite"
 	@echo "make run RECIPE=... ARGS=...   all stages of a recipe under accelerate launch"
 	@echo "make pretrain|finetune|classify RECIPE=...   one stage"

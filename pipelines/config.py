@@ -201,7 +201,7 @@ class SweepSection:
     # A fragment merged over the recipe for every arm (before the arm's own), e.g. shorter
     # documents for the cells: {classify: {max_length: 256}}.
     recipe: Dict[str, Any] = field(default_factory=dict)
-    # Extra or tuned arms, merged over the built-in arm of the same name (pipelines/arms.yaml).
+    # Extra or tuned arms, merged over the built-in arm of the same name (pipelines/sweep/arms.yaml).
     arm_definitions: Dict[str, ArmSection] = field(default_factory=dict)
     # ULMFiT Tables 6-7: extra arms run at one budget, reported as tables.
     ablation_examples_per_class: Optional[int] = None
@@ -277,7 +277,7 @@ class LoadedRecipe:
             blob = json.dumps({"stage": name, "config": self.stage_identity(name, folders),
                                "seed": self.config.run.seed}, sort_keys=True, default=str)
             out[name] = hashlib.sha256(blob.encode()).hexdigest()[:16]
-            folders[os.path.normpath(self.resolved[name]["output_dir"])] = {"stage": name, "fingerprint": out[name]}
+            folders[same_folder(self.resolved[name]["output_dir"])] = {"stage": name, "fingerprint": out[name]}
         return out
 
     def stage_identity(self, name: str, folders: dict[str, dict] | None = None) -> dict:
@@ -286,21 +286,32 @@ class LoadedRecipe:
         them (the fingerprint of the stage that builds it) and as the path otherwise."""
         folders = self._run_stage_folders() if folders is None else folders
         section = {k: v for k, v in stage_reads(name, self.resolved[name]).items() if k != "output_dir"}
-
-        def identity(path):
-            return folders.get(os.path.normpath(path), path) if isinstance(path, str) else path
-
-        if "init_from" in section:
-            section["init_from"] = identity(section["init_from"])
-        if isinstance(section.get("model"), dict):
-            section["model"] = {**section["model"], **{k: identity(section["model"].get(k))
-                                                       for k in ("tokenizer", "checkpoint")}}
+        for key, path in model_references(section).items():
+            value = folders.get(same_folder(path), path)
+            if key == "init_from":
+                section["init_from"] = value
+            else:
+                section["model"] = {**section["model"], key: value}
         return section
 
     def _run_stage_folders(self) -> dict[str, dict]:
         fingerprints = self.fingerprints()
-        return {os.path.normpath(self.resolved[n]["output_dir"]): {"stage": n, "fingerprint": f}
+        return {same_folder(self.resolved[n]["output_dir"]): {"stage": n, "fingerprint": f}
                 for n, f in fingerprints.items()}
+
+
+def model_references(section: dict) -> dict[str, str]:
+    """The models and tokenizers a stage section loads from a folder or the Hub, by key: `init_from`,
+    and `tokenizer` and `checkpoint` of its `model` (the keys that chain stages)."""
+    model = section.get("model") or {}
+    found = {"init_from": section.get("init_from"), "tokenizer": model.get("tokenizer"),
+             "checkpoint": model.get("checkpoint")}
+    return {k: v for k, v in found.items() if isinstance(v, str)}
+
+
+def same_folder(path: str) -> str:
+    """A path spelled so that two spellings of one folder (relative, absolute, through a link) are equal."""
+    return os.path.realpath(os.path.expanduser(path))
 
 
 def data_file_path(root: str | None, file: str) -> str:
@@ -343,8 +354,10 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
 def build_recipe(raw, path: str) -> LoadedRecipe:
     """Type-check, resolve and validate a recipe document (a loaded file, or a sweep arm's
     derivation of one). `path` names it in every error."""
+    from .recipe_checks import check_recipe, refuse_environment  # (they read the dataclasses here)
+
     raw = OmegaConf.create(OmegaConf.to_container(raw, resolve=False))
-    _refuse_environment(raw, path)
+    refuse_environment(raw, path)
     definitions = {}
     sweep = raw.get("sweep")
     if isinstance(sweep, DictConfig) and "arm_definitions" in sweep:
@@ -360,37 +373,8 @@ def build_recipe(raw, path: str) -> LoadedRecipe:
         resolved = OmegaConf.to_container(typed, resolve=True, throw_on_missing=True)
     recipe: Recipe = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Recipe), resolved))
     loaded = LoadedRecipe(path=path, config=recipe, resolved=resolved, raw=raw, arm_definitions=definitions)
-    from .recipe_checks import check_recipe  # (it reads the dataclasses above)
-
     check_recipe(loaded)
     return loaded
-
-
-def _refuse_environment(raw, path: str) -> None:
-    """Recipes may not read environment variables (${oc.env:...}, nested or inside a string, arm
-    fragments included): the resolved recipe is written to recipe.yaml and the model cards that
-    `publish` uploads, so a token read from the environment would go to the Hub. A resolver named
-    by an interpolation (${${name}:X}) may be oc.env: refused too."""
-    from omegaconf.grammar.gen.OmegaConfGrammarParser import OmegaConfGrammarParser
-    from omegaconf.grammar_parser import parse
-
-    nodes = [("", OmegaConf.to_container(raw, resolve=False))]  # (key, a value or a node of its parse tree)
-    while nodes:
-        key, node = nodes.pop()
-        if isinstance(node, dict):
-            nodes += [(f"{key}.{k}" if key else str(k), v) for k, v in node.items()]
-        elif isinstance(node, list):
-            nodes += [(f"{key}[{i}]", v) for i, v in enumerate(node)]
-        elif isinstance(node, str) and "${" in node:  # (OmegaConf checked its grammar when loading it)
-            nodes.append((key, parse(node)))
-        elif isinstance(node, OmegaConfGrammarParser.InterpolationResolverContext) and (
-                (name := node.resolverName().getText()) == "oc.env" or "${" in name):
-            raise RecipeError(f"{path}: {key}: reads an environment variable (${{oc.env:...}}), which recipes "
-                              "cannot: the resolved recipe goes into recipe.yaml and the model cards that publish "
-                              "uploads; write the value in the recipe or pass it as a key=value override (a Hub "
-                              "token comes from HF_TOKEN or `hf auth login` and never belongs in a recipe)")
-        elif hasattr(node, "getChildren"):
-            nodes += [(key, child) for child in node.getChildren()]
 
 
 @contextmanager

@@ -17,7 +17,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelF
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from .backbones import resolve_checkpoint, tokenizer_source
-from .config import ClassifyStage, LMStage, LoadedRecipe, ModelConfig, TokenizerStage
+from .config import ClassifyStage, LMStage, LoadedRecipe, ModelConfig, TokenizerStage, same_folder
 from .errors import DataError, RecipeError, first_line
 from .models.awd_lstm import AwdLstmConfig
 from .sources import source_name
@@ -39,8 +39,7 @@ def check_sweep_arms(plan, read: dict | None = None) -> list[str]:
     check_writable(f"{plan.recipe.path}: sweep.output_dir", str(plan.output_dir))
     read = {} if read is None else read
     lines = []
-    arms = [*plan.arms.values(), *(arm.student for arm in plan.arms.values() if arm.student)]  # (self-training's)
-    for arm in arms:
+    for arm in plan.arms_with_students:
         stages = arm.recipe.config.run.stages
         for name in [*stages, *(["classify"] if arm.method.uses_model else [])]:
             check_stage_setup(arm.recipe, name)
@@ -50,7 +49,7 @@ def check_sweep_arms(plan, read: dict | None = None) -> list[str]:
 
 def built_by(recipe: LoadedRecipe) -> set[str]:
     """Folders this recipe's stages write: a later stage may start from them before they exist."""
-    return {os.path.normpath(recipe.stage(name).output_dir) for name in recipe.config.run.stages}
+    return {same_folder(recipe.stage(name).output_dir) for name in recipe.config.run.stages}
 
 
 def check_stage_setup(recipe: LoadedRecipe, name: str) -> None:
@@ -121,7 +120,7 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "voc
 def _check_model(where: str, value: str | None, kind: str, built: set[str]) -> None:
     """`value` (a folder, Hub id or packaged checkpoint) holds a model of `kind` (language model,
     body, tokenizer); a folder an earlier stage of the recipe writes passes."""
-    if value is None or os.path.normpath(value) in built:
+    if value is None or same_folder(value) in built:
         return
     path = resolve_checkpoint(value)
     local = os.path.isdir(path)

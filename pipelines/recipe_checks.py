@@ -1,15 +1,17 @@
 """What a recipe says that can be checked without reading its data or models: stage names, value
 ranges, choices, local paths, card metadata, and that the classifier's test split is no split a
-stage trains on. Each failure is one line naming the recipe file and the key. (Data and models are
-checked next, by `preflight`.)"""
+stage trains on; and that it reads no environment variable. Each failure is one line naming the
+recipe file and the key. (Data and models are checked next, by `preflight`.)"""
 
 from __future__ import annotations
 
 import os
 import re
 
+from omegaconf import OmegaConf
+
 from .config import (ClassifyStage, DataConfig, LMStage, LoadedRecipe, Recipe, STAGE_KINDS, TokenizerStage,
-                     data_file_path)
+                     data_file_path, same_folder)
 from .errors import RecipeError
 from .sources import spelled_local
 from .training_args import validate_training_section
@@ -34,7 +36,7 @@ def check_recipe(loaded: LoadedRecipe) -> None:
             raise RecipeError(f"{path}: card.citations[{index}]: not a BibTeX entry (@type{{key, ...}})")
     if recipe.run.seed < 0:
         raise RecipeError(f"{path}: run.seed: must be non-negative (got {recipe.run.seed})")
-    outputs = {os.path.normpath(getattr(recipe, name).output_dir) for name in stages}
+    outputs = {same_folder(getattr(recipe, name).output_dir) for name in stages}
     for name in stages:
         stage = getattr(recipe, name)
         if hasattr(stage, "training"):
@@ -51,7 +53,7 @@ def check_recipe(loaded: LoadedRecipe) -> None:
                     raise RecipeError(f"{path}: {name}.model.checkpoint: required for backbone 'checkpoint'")
             for key, value in (("init_from", stage.init_from), ("model.tokenizer", stage.model.tokenizer),
                                ("model.checkpoint", stage.model.checkpoint)):
-                if value is not None and os.path.normpath(value) not in outputs:
+                if value is not None and same_folder(value) not in outputs:
                     _check_local_path(path, f"{name}.{key}", value)
         if isinstance(stage, LMStage):
             _check_choice(path, f"{name}.objective", stage.objective, ("auto", "causal", "masked"))
@@ -166,3 +168,30 @@ def _check_local_path(path, key, value):
     if value and spelled_local(value) and not os.path.exists(os.path.expanduser(value)):
         raise RecipeError(f"{path}: {key}: local path '{value}' does not exist (looked in "
                           f"{os.path.abspath(os.path.expanduser(value))})")
+
+
+def refuse_environment(raw, path: str) -> None:
+    """Recipes may not read environment variables (${oc.env:...}, nested or inside a string, arm
+    fragments included): the resolved recipe is written to recipe.yaml and the model cards that
+    `publish` uploads, so a token read from the environment would go to the Hub. A resolver named
+    by an interpolation (${${name}:X}) may be oc.env: refused too."""
+    from omegaconf.grammar.gen.OmegaConfGrammarParser import OmegaConfGrammarParser
+    from omegaconf.grammar_parser import parse
+
+    nodes = [("", OmegaConf.to_container(raw, resolve=False))]  # (key, a value or a node of its parse tree)
+    while nodes:
+        key, node = nodes.pop()
+        if isinstance(node, dict):
+            nodes += [(f"{key}.{k}" if key else str(k), v) for k, v in node.items()]
+        elif isinstance(node, list):
+            nodes += [(f"{key}[{i}]", v) for i, v in enumerate(node)]
+        elif isinstance(node, str) and "${" in node:  # (OmegaConf checked its grammar when loading it)
+            nodes.append((key, parse(node)))
+        elif isinstance(node, OmegaConfGrammarParser.InterpolationResolverContext) and (
+                (name := node.resolverName().getText()) == "oc.env" or "${" in name):
+            raise RecipeError(f"{path}: {key}: reads an environment variable (${{oc.env:...}}), which recipes "
+                              "cannot: the resolved recipe goes into recipe.yaml and the model cards that publish "
+                              "uploads; write the value in the recipe or pass it as a key=value override (a Hub "
+                              "token comes from HF_TOKEN or `hf auth login` and never belongs in a recipe)")
+        elif hasattr(node, "getChildren"):
+            nodes += [(key, child) for child in node.getChildren()]

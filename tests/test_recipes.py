@@ -74,6 +74,20 @@ def test_fingerprint_changes_for_the_edited_stage_and_every_later_one(recipe_fil
     assert load_recipe(recipe_file).fingerprints() == base  # stable
 
 
+def test_a_stage_is_identified_by_what_it_is_built_on_not_by_where_it_is(recipe_file, tmp_path):
+    base = load_recipe(recipe_file)
+    # Another output folder for every stage: the same stages.
+    moved = load_recipe(recipe_file, [f"run.output_dir={tmp_path}/elsewhere"])
+    assert moved.fingerprints() == base.fingerprints()
+    # A later stage naming an earlier one's folder by another spelling (through a link) is still
+    # built on it: retraining that stage re-runs the later one.
+    (tmp_path / "link").symlink_to(base.config.run.output_dir, target_is_directory=True)
+    spelled = [f"lm_finetune.init_from={tmp_path}/link/pretrain"]
+    assert load_recipe(recipe_file, spelled).fingerprints() == base.fingerprints()
+    edited = load_recipe(recipe_file, [*spelled, "pretrain.training.learning_rate=0.5"]).fingerprints()
+    assert edited["lm_finetune"] != base.fingerprints()["lm_finetune"]
+
+
 @pytest.mark.parametrize("override,message", [
     ("classify.training.learning_rat=1", "classify.training.learning_rat: unknown training key"),
     ("classify.training.learning_rate=fast", "classify.training.learning_rate"),

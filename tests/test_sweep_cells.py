@@ -126,7 +126,7 @@ def test_scratch_arm_and_compare_scratch_are_one_model_even_with_lora(tmp_path, 
         assert shared and all(not torch.equal(body[n], pretrained[n]) for n in shared if pretrained[n].std() > 0)
 
 
-def test_results_written_before_the_restructure_still_report(tmp_path, topic_data):
+def test_rows_written_before_test_subset_and_self_training_existed_still_report(tmp_path, topic_data):
     recipe = load_recipe(write_recipe(tmp_path / "s.yaml", {**tiny_recipe(topic_data, tmp_path / "run"), "sweep": {
         "output_dir": str(tmp_path / "sweep"), "arms": ["tfidf_lr"], "reference": "tfidf_lr", "examples_per_class": [1, 4]}}))
     plan = plan_sweep(recipe)
@@ -153,10 +153,13 @@ def test_confident_balanced_keeps_the_stated_share_equally_per_class():
     positions, labels = confident_balanced(probabilities, keep=0.3)
     assert len(positions) == 60 == len(set(positions.tolist()))
     assert np.bincount(labels).tolist() == [20, 20, 20]
-    # each class's rows are among those most likely to be of it
-    for c in range(3):
-        chosen = probabilities[positions[labels == c], c]
-        assert chosen.min() >= np.sort(probabilities[:, c])[-60]
+    # Rows that each belong clearly to one class, more confidently the later they come: the kept
+    # ones are exactly the most confident of each class.
+    rows = np.full((30, 3), 0.05)
+    rows[np.arange(30), np.arange(30) % 3] = 0.5 + np.arange(30) / 100
+    positions, labels = confident_balanced(rows / rows.sum(axis=1, keepdims=True), keep=0.5)
+    assert sorted(positions.tolist()) == list(range(15, 30))
+    assert all(labels[positions == row] == row % 3 for row in range(15, 30))
 
 
 def test_the_unlabeled_sample_is_seeded_and_leaves_out_the_labeled_examples():

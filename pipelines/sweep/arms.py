@@ -8,13 +8,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from importlib import resources
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
-from ..config import STAGE_KINDS, ArmSection, LoadedRecipe, SelfTrainingSection, build_recipe
+from ..config import (STAGE_KINDS, ArmSection, LoadedRecipe, SelfTrainingSection, build_recipe, model_references,
+                      same_folder)
 from ..errors import RecipeError
 from ..stages.classify import FROM_SCRATCH
 from .methods import METHODS, CellMethod
@@ -38,10 +38,6 @@ class Arm:
     def classify(self):
         return self.recipe.config.classify
 
-    @property
-    def stage_recipes(self) -> list[LoadedRecipe]:
-        """The recipes whose LM stages this arm's cells need (its own, and its student's)."""
-        return [self.recipe] + (self.student.stage_recipes if self.student else [])
 
 
 def builtin_arms() -> dict[str, ArmSection]:
@@ -157,7 +153,7 @@ def _arm_recipe(base: LoadedRecipe, fragment, where: str, uses_model: bool) -> L
     for stage in needed:
         folder = (base.resolved[stage]["output_dir"] if fingerprints[stage] == base_fingerprints.get(stage)
                   else f"{base.config.sweep.output_dir}/stages/{stage}-{fingerprints[stage][:10]}")
-        if os.path.normpath(folder) != os.path.normpath(first.resolved[stage]["output_dir"]):
+        if same_folder(folder) != same_folder(first.resolved[stage]["output_dir"]):
             _move_stage(merged, stage, folder, first.resolved[stage]["output_dir"])
     merged.run.stages = needed
     return build_recipe(merged, where)
@@ -172,27 +168,21 @@ def _move_stage(merged, stage: str, folder: str, old_folder: str) -> None:
         section = merged.get(later)
         if section is None:
             continue
-        model = section.get("model")
-        for parent, key in ((section, "init_from"), (model, "tokenizer"), (model, "checkpoint")):
-            if not isinstance(parent, DictConfig):
-                continue
-            value = OmegaConf.to_container(parent, resolve=False).get(key)
-            if isinstance(value, str) and "${" not in value and os.path.normpath(value) == os.path.normpath(old_folder):
-                parent[key] = folder
+        for key, value in model_references(OmegaConf.to_container(section, resolve=False)).items():
+            if "${" not in value and same_folder(value) == same_folder(old_folder):
+                (section if key == "init_from" else section.model)[key] = folder
 
 
 def _needed_stages(recipe: LoadedRecipe) -> list[str]:
     """The LM stages the classifier depends on, following init_from / tokenizer / checkpoint
     references from the classify section down."""
     def references(section):
-        model = section.get("model") or {}
-        return {os.path.normpath(p) for p in (section.get("init_from"), model.get("tokenizer"),
-                                              model.get("checkpoint")) if p is not None}
+        return {same_folder(p) for p in model_references(section).values()}
 
     wanted, needed = references(recipe.resolved["classify"]), []
     for stage in reversed(LM_STAGES):
         section = recipe.resolved.get(stage)
-        if section is not None and os.path.normpath(section["output_dir"]) in wanted:
+        if section is not None and same_folder(section["output_dir"]) in wanted:
             needed.insert(0, stage)
             wanted |= references(section)
     return needed

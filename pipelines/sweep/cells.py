@@ -113,19 +113,21 @@ class CellRunner:
         folder = self.work_dir.parent / "models" / f"{self.arm.name}-{per_class}-{seed}"
         shutil.rmtree(folder, ignore_errors=True)
         model = fitted.save(folder)
-        resolved = copy.deepcopy(self.arm.recipe.resolved)
+        trained_by = fitted.arm or self.arm  # (a self-trained cell's student arm)
+        resolved = copy.deepcopy(trained_by.recipe.resolved)
         resolved["run"].update(name=f"{resolved['run']['name']}-{folder.name}", seed=seed)
         resolved["classify"].update(output_dir=str(folder), examples_per_class=per_class)
         resolved["classify"]["data"]["max_test_examples"] = self.arm.recipe.config.sweep.test_examples
-        metrics = {"test_accuracy": scores["accuracy"], "test_f1_macro": scores["f1_macro"],
-                   "train_examples": train_examples, "test_examples": len(self.data.test_texts),
-                   "labels": self.data.label_names, "examples_per_class": per_class,
-                   "parameters": sum(p.numel() for p in model.parameters()),
+        # Its training's metrics (a self-trained student's count its pseudo-labeled examples too).
+        metrics = {**fitted.metrics, "train_examples": train_examples,  # labeled (pseudo-labeled: in self_training)
+                   "test_accuracy": scores["accuracy"], "test_f1_macro": scores["f1_macro"],
+                   "test_examples": len(self.data.test_texts), "labels": self.data.label_names,
+                   "examples_per_class": per_class, "parameters": sum(p.numel() for p in model.parameters()),
                    "hardware": describe_hardware(self.state),
-                   "lm_transfer": provenance("classify", self.arm.fingerprint, self.arm.recipe.path, sweep_cell={
+                   "lm_transfer": provenance("classify", self.arm.fingerprint, trained_by.recipe.path, sweep_cell={
                        "arm": self.arm.name, "examples_per_class": per_class, "seed": seed})}
         write_record(folder, metrics, resolved)
-        write_card(folder, "classify", self.arm.recipe.path, resolved, metrics)
+        write_card(folder, "classify", trained_by.recipe.path, resolved, metrics)
 
 
 @contextmanager

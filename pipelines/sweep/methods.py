@@ -33,7 +33,11 @@ class Fitted:
     predict_proba: Callable[[list[str]], np.ndarray]
     train_seconds: float
     details: dict = field(default_factory=dict)  # extra fields of the cell's row
-    save: Callable[[Path], object] | None = None  # writes a model folder (fine-tuned classifiers), returns the model
+    # A fine-tuned classifier can be kept as a model folder: `save` writes its weights and tokenizer
+    # (returns the model as saved), `arm` is the arm whose recipe trained it, `metrics` its training's.
+    save: Callable[[Path], object] | None = None
+    arm: Arm | None = None
+    metrics: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -54,11 +58,19 @@ class CellMethod:
 
     @classmethod
     def options(cls, given: dict, where: str):
+        """The arm's `options`, typed by the method's Options dataclass."""
+        from omegaconf import OmegaConf
+        from omegaconf.errors import OmegaConfBaseException
+
+        known = [f.name for f in dataclasses.fields(cls.Options)]
+        unknown = sorted(set(given) - set(known))
+        if unknown:
+            raise RecipeError(f"{where}: options {', '.join(unknown)}: method '{cls.name}' takes "
+                              f"{', '.join(known) or 'no options'}")
         try:
-            return cls.Options(**given)
-        except TypeError:
-            known = ", ".join(f.name for f in dataclasses.fields(cls.Options)) or "none"
-            raise RecipeError(f"{where}: options {sorted(given)}: method '{cls.name}' takes: {known}") from None
+            return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls.Options), given))
+        except OmegaConfBaseException as err:
+            raise RecipeError(f"{where}: options: {str(err).splitlines()[0]}") from None
 
     @staticmethod
     def reads(classify: dict) -> dict:
@@ -107,23 +119,30 @@ class FineTune(CellMethod):
         # weights-only ones per epoch to keep the best); one progress bar is the sweep's.
         trainer, metrics = fit(cfg, model, self.tokenizer, train, seed, str(work), quiet=True,
                                save_strategy="no", disable_tqdm=True)
-        if self.state.is_main_process:  # (a dev split's per-epoch weights; the model is in memory)
+        # (a dev split's per-epoch weights; the model is in memory once every process has loaded the best)
+        self.state.wait_for_everyone()
+        if self.state.is_main_process:
             shutil.rmtree(work, ignore_errors=True)
 
         def predict_proba(batch: list[str]) -> np.ndarray:
             import torch
 
-            key = hash(tuple(batch))  # the test split is encoded once per arm
-            if key not in self._encoded:
-                self._encoded = {**dict(list(self._encoded.items())[-2:]), key: self._tokenized(batch)}
-            logits = trainer.predict(self._encoded[key]).predictions
+            logits = trainer.predict(self._encode(batch)).predictions
             return torch.softmax(torch.as_tensor(logits, dtype=torch.float32), dim=-1).numpy()
 
         def save(folder: Path):
             return save_classifier(trainer.model, self.tokenizer, self.label_names, folder)
 
         return Fitted(predict_proba, metrics["train_runtime"],
-                      {k: metrics[k] for k in ("dev_examples", "chosen_epoch")}, save)
+                      {k: metrics[k] for k in ("dev_examples", "chosen_epoch")}, save, self.arm,
+                      {**metrics, "train_examples": len(texts)})
+
+    def _encode(self, texts: list[str]):
+        """Tokenized texts; the last few sets are kept (the test split is encoded once per arm)."""
+        key = hash(tuple(texts))
+        encoded = self._encoded.pop(key, None) or self._tokenized(texts)
+        self._encoded = {**dict(list(self._encoded.items())[-2:]), key: encoded}  # most recently used last
+        return encoded
 
 
 class Probe(CellMethod):
@@ -138,26 +157,31 @@ class Probe(CellMethod):
 
     def __init__(self, *args):
         super().__init__(*args)
+        self._body = None  # loaded at the first cell (on the process that runs the cells)
+        self._features: dict[str, np.ndarray] = {}  # by text: every text is encoded once per arm
+
+    def _load(self):
         from transformers import set_seed
 
         from ..stages.classify import build_classifier, classifier_tokenizer
         from ..training_args import build_training_args
 
         cfg, where = self.arm.classify, f"{self.arm.recipe.path}: classify"
-        self.tokenizer = classifier_tokenizer(cfg, where)
+        tokenizer = classifier_tokenizer(cfg, where)
         set_seed(self.arm.recipe.config.run.seed)  # a random_init probe body is reproducible
-        self.model = build_classifier(dataclasses.replace(cfg, peft=None), self.tokenizer, self.label_names, where)
-        self.model.to(self.state.device)
-        self.bf16 = build_training_args(cfg.training, str(self.work_dir)).bf16
-        self._features: dict[str, np.ndarray] = {}  # by text: every text is encoded once per arm
+        model = build_classifier(dataclasses.replace(cfg, peft=None), tokenizer, self.label_names, where)
+        model.to(self.state.device)
+        return model, tokenizer, build_training_args(cfg.training, str(self.work_dir)).bf16
 
     def features(self, texts: list[str]) -> np.ndarray:
         from ..features import pooled_features
 
         missing = list(dict.fromkeys(t for t in texts if t not in self._features))
         if missing:
-            found = pooled_features(self.model, self.tokenizer, missing, self.arm.classify.max_length,
-                                    bf16=self.bf16, progress=len(missing) > 500)
+            self._body = self._body or self._load()
+            model, tokenizer, bf16 = self._body
+            found = pooled_features(model, tokenizer, missing, self.arm.classify.max_length, bf16=bf16,
+                                    progress=len(missing) > 500)
             self._features.update(zip(missing, found))
         return np.stack([self._features[t] for t in texts])
 
@@ -201,7 +225,6 @@ class SetFitOptions:
     # CPU: on 2 cores a step of 16 pairs of 256-token texts took 7-16 s.
     body_steps: int = 16
     batch_size: int = 16
-    num_epochs: int = 1
     body_learning_rate: float = 2.0e-5
 
 
@@ -210,7 +233,8 @@ class SetFit(CellMethod):
     contrastively on pairs of the labeled examples, then logistic regression on its embeddings; reads
     classify.max_length tokens of each text, as the other arms do. Needs the `setfit` extra."""
 
-    name, Options = "setfit", SetFitOptions
+    # (SetFit's trainer is a Trainer: under several processes every one of them takes part)
+    name, Options, everywhere = "setfit", SetFitOptions, True
 
     @staticmethod
     def reads(classify):
@@ -221,11 +245,12 @@ class SetFit(CellMethod):
         try:
             import setfit  # noqa: F401
         except ImportError:
-            raise RecipeError(f"{where}: method setfit needs the setfit package: pip install -e '.[setfit]'") from None
+            raise RecipeError(f"{where}: method setfit needs the setfit package: pip install 'lm-transfer[setfit]' "
+                              "(in a checkout: pip install -e '.[setfit]')") from None
         options = super().options(given, where)
-        if min(options.body_steps, options.batch_size, options.num_epochs) < 1 or options.body_learning_rate <= 0:
-            raise RecipeError(f"{where}: options: body_steps, batch_size, num_epochs and body_learning_rate "
-                              f"must be positive (got {dataclasses.asdict(options)})")
+        if min(options.body_steps, options.batch_size) < 1 or options.body_learning_rate <= 0:
+            raise RecipeError(f"{where}: options: body_steps, batch_size and body_learning_rate must be positive "
+                              f"(got {dataclasses.asdict(options)})")
         return options
 
     def fit(self, texts, labels, seed):
@@ -243,8 +268,7 @@ class SetFit(CellMethod):
         model.model_body.max_seq_length = self.arm.classify.max_length
         with tempfile.TemporaryDirectory(prefix="setfit-", dir=_existing(self.work_dir)) as scratch:
             # save_strategy "no": SetFit otherwise writes checkpoints into ./checkpoints
-            args = TrainingArguments(batch_size=options.batch_size, num_epochs=options.num_epochs,
-                                     max_steps=options.body_steps, body_learning_rate=options.body_learning_rate,
+            args = TrainingArguments(batch_size=options.batch_size, max_steps=options.body_steps, body_learning_rate=options.body_learning_rate,
                                      seed=seed, report_to="none", save_strategy="no", output_dir=scratch,
                                      logging_strategy="no", show_progress_bar=False)
             # (an in-memory dataset: SetFit's model-card callback looks a cached one up on the Hub)

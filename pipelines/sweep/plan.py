@@ -27,6 +27,12 @@ class Plan:
     def output_dir(self) -> Path:
         return Path(self.recipe.config.sweep.output_dir)
 
+    @property
+    def arms_with_students(self) -> list[Arm]:
+        """Every arm that trains in a cell: the sweep's and self-training's students."""
+        students = [arm.student for arm in self.arms.values() if arm.student and arm.student.name not in self.arms]
+        return [*self.arms.values(), *dict((s.name, s) for s in students).values()]
+
     def curve_cells(self, budgets: list[int]) -> list[tuple[int, int, str]]:
         """(examples per class, seed, arm) of the learning curves: the sweep's arms at its budgets."""
         sweep = self.recipe.config.sweep
@@ -104,6 +110,9 @@ def sweep_data(plan: Plan) -> tuple[CellData, list[int]]:
             raise RecipeError(f"{recipe.path}: classify.data.unlabeled_splits holds the test split "
                               f"'{data.test_split}': self-training would read the texts it is scored on")
         unlabeled = unlabeled_texts(data)  # None: the train split's texts, their labels unused
+        if unlabeled is not None:  # (a text also in the test split is never pseudo-labeled)
+            scored = set(test["text"])
+            unlabeled = [t for t in unlabeled if t not in scored]
     return CellData(train, test, label_names, unlabeled), budgets
 
 

@@ -306,7 +306,7 @@ def _show_on_classifier_card(plan, section: str) -> None:
 
 def _lm_seconds(plan) -> float | None:
     """Wall time of the distinct LM stages the arms use, from their metrics.json."""
-    folders = {getattr(r.config, stage).output_dir for arm in plan.arms.values()
-               for r in arm.stage_recipes for stage in r.config.run.stages}
+    folders = {getattr(arm.recipe.config, stage).output_dir for arm in plan.arms_with_students
+               for stage in arm.recipe.config.run.stages}
     seconds = [m.get("stage_wall_seconds", 0) for m in map(read_metrics, folders) if m is not None]
     return sum(seconds) if seconds else None

@@ -48,13 +48,14 @@ def run_sweep(recipe: LoadedRecipe, command: str | None = None) -> dict:
     pending = [cell for key, cell in planned.items() if key not in done]
     say_on_main(state, f"sweep {recipe.config.run.name}: {len(plan.arms)} arms, budgets {budgets} per class, seeds "
                 f"{list(sweep.seeds)}: {len(cells)} cells, {len(done)} already in {results_path}, {len(pending)} to run")
-    # 3. LM stages of the arms that still have cells (a self-trained arm's student's too), each built
-    # once: identical stages share a folder
+    # 3. LM stages of the arms that still have cells (and of their self-training students), each
+    # built once: identical stages share a folder
     for name in dict.fromkeys(arm for _, _, arm in pending):
-        for arm_recipe in plan.arms[name].stage_recipes:
-            if arm_recipe.config.run.stages:
-                say_on_main(state, f"[arm {name}] language model: {' -> '.join(arm_recipe.config.run.stages)}")
-                run_recipe(arm_recipe, check=False)
+        arm = plan.arms[name]
+        for trains in [arm, *([arm.student] if arm.student else [])]:
+            if trains.recipe.config.run.stages:
+                say_on_main(state, f"[arm {trains.name}] language model: {' -> '.join(trains.recipe.config.run.stages)}")
+                run_recipe(trains.recipe, check=False)
     # 4. cells, written as they finish
     runners, methods = {}, {}
     bar = tqdm(total=len(pending), desc="sweep cells", unit="cell", disable=not state.is_main_process)

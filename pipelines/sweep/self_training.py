@@ -17,7 +17,8 @@ import numpy as np
 from ..config import SelfTrainingSection
 from .methods import CellMethod, Fitted
 
-# The stream of the pseudo-label sample's random numbers (the labeled subset uses the seed alone).
+# The unlabeled sample's random numbers: [seed, SAMPLE_STREAM, 0] is a stream of its own (the labeled
+# subsets use [seed, label]).
 SAMPLE_STREAM = 7
 
 
@@ -25,7 +26,7 @@ def sample_unlabeled(pool_size: int, size: int, seed: int, exclude: list[int] = 
     """Positions of a seeded sample of the unlabeled pool, without `exclude` (a cell's labeled
     examples, when the pool is the train split's texts)."""
     candidates = np.setdiff1d(np.arange(pool_size), np.asarray(exclude, dtype=int))
-    order = np.random.default_rng([seed, SAMPLE_STREAM]).permutation(candidates)
+    order = np.random.default_rng([seed, SAMPLE_STREAM, 0]).permutation(candidates)
     return sorted(order[:size].tolist())
 
 
@@ -82,4 +83,5 @@ class SelfTraining:
             teacher_accuracy = student_accuracy
         details = {"self_training": rounds, "unlabeled_sampled": len(unlabeled), "self_training_seconds":
                    round(time.time() - started, 2)}
-        return Fitted(model.predict_proba, train_seconds, {**model.details, **details}, model.save)
+        return Fitted(model.predict_proba, train_seconds, {**model.details, **details}, model.save, model.arm,
+                      {**model.metrics, **details})
