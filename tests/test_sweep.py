@@ -174,6 +174,23 @@ def test_ablation_cells_at_another_budget_stay_off_the_learning_curves(tmp_path,
     assert "Cells, summed: 1 min 20 s" in summary  # every cell's cost, the ablation-only ones too
 
 
+def test_multipliers_are_also_reported_against_tfidf(tmp_path, topic_data):
+    plan = plan_sweep(load(tmp_path, sweep_recipe(topic_data, tmp_path / "run", arms=["scratch", "tfidf_lr"])))
+    accuracy = {("scratch", 1): 0.4, ("scratch", 4): 0.6, ("tfidf_lr", 1): 0.5, ("tfidf_lr", 4): 0.8}
+    rows = [{"arm": arm, "arm_fingerprint": "f", "examples_per_class": b, "train_examples": 3 * b, "seed": seed,
+             "accuracy": accuracy[(arm, b)], "f1_macro": 0.5, "cell_seconds": 1.0}
+            for arm, b in accuracy for seed in (0, 1)]
+    plan.output_dir.mkdir(parents=True)
+    efficiency = write_sweep_report(plan, rows, [1, 4], 3, None, None)
+    against = efficiency["other_references"]["tfidf_lr"]
+    assert against["reference"] == "tfidf_lr" and against["arms"]["tfidf_lr"]["multiplier"] == [1.0, 1.0]
+    assert against["arms"]["scratch"]["multiplier"][1] < 1 < efficiency["arms"]["tfidf_lr"]["multiplier"][0]
+    summary = (plan.output_dir / "summary.md").read_text()
+    assert "## Data multiplier vs scratch" in summary and "## Data multiplier vs tfidf_lr" in summary
+    assert json.loads((plan.output_dir / "label_efficiency.json").read_text())["other_references"] == \
+        efficiency["other_references"]
+
+
 def test_total_budgets_split_equally_over_classes(tmp_path, topic_data):
     recipe = load(tmp_path, sweep_recipe(topic_data, tmp_path / "run", examples_per_class=None, total_examples=[4],
                                          arms=["tfidf_lr"], reference="tfidf_lr"))
