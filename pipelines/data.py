@@ -69,19 +69,20 @@ def _non_empty(ds: Dataset, data: DataConfig, split: str) -> Dataset:
 # --------------------------------------------------------------------------- language-model text
 
 
+def _text_split(splits: DatasetDict, name: str, data: DataConfig) -> Dataset:
+    """One split's text column, its empty texts dropped."""
+    ds = _split(splits, name, data)
+    _require_column(ds, data.text_column, data, "text")
+    return _non_empty(ds.select_columns([data.text_column]), data, name)
+
+
 def lm_text_splits(data: DataConfig, seed: int) -> tuple[Dataset, Dataset]:
     """Training text (train split + unlabeled splits; never the test split) and held-out text."""
     splits = load_splits(data)
-    parts = []
-    for name in [data.train_split, *data.unlabeled_splits]:
-        ds = _split(splits, name, data)
-        _require_column(ds, data.text_column, data, "text")
-        parts.append(_non_empty(ds.select_columns([data.text_column]), data, name))
-    train = concatenate_datasets(parts)
+    names = [data.train_split, *data.unlabeled_splits]
+    train = concatenate_datasets([_text_split(splits, name, data) for name in names])
     if data.validation_split:
-        valid = _split(splits, data.validation_split, data)
-        _require_column(valid, data.text_column, data, "text")
-        valid = _non_empty(valid.select_columns([data.text_column]), data, data.validation_split)
+        valid = _text_split(splits, data.validation_split, data)
     else:
         if len(train) < 2:
             raise DataError(f"dataset '{source_name(data)}': need at least 2 texts to hold one out for perplexity")
@@ -98,12 +99,7 @@ def unlabeled_texts(data: DataConfig) -> list[str] | None:
     if not data.unlabeled_splits:
         return None
     splits = load_splits(data)
-    texts = []
-    for name in data.unlabeled_splits:
-        ds = _split(splits, name, data)
-        _require_column(ds, data.text_column, data, "text")
-        texts += _non_empty(ds.select_columns([data.text_column]), data, name)[data.text_column]
-    return texts
+    return [text for name in data.unlabeled_splits for text in _text_split(splits, name, data)[data.text_column]]
 
 
 def group_into_blocks(batch: dict, block_size: int) -> dict:
