@@ -22,9 +22,12 @@ class ULMFiTTrainer(Trainer):
     def create_optimizer(self, model=None):
         if self.optimizer is None:
             model = self.model if model is None else model
+            # Trainer exempts biases and LayerNorm/RMSNorm by name; the head's BatchNorm ("norm1") too,
+            # as fastai's ULMFiT does: weight decay only on matrices (and embeddings).
+            shapes = {name: p.ndim for name, p in model.named_parameters()}
+            decay = {name for name in self.get_decay_parameter_names(model) if shapes.get(name, 2) > 1}
             groups = discriminative_param_groups(
-                model, self.args.learning_rate, self.args.discriminative_lr_factor, self.args.weight_decay,
-                set(self.get_decay_parameter_names(model)))
+                model, self.args.learning_rate, self.args.discriminative_lr_factor, self.args.weight_decay, decay)
             optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
             self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
         return self.optimizer

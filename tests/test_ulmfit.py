@@ -73,10 +73,13 @@ def test_stlr_shape():
 
 
 def test_trainer_uses_stlr_and_discriminative_rates(tmp_path):
+    # Not the defaults (0.1, 32): a trainer that ignores the recipe's cut_frac / ratio fails here.
+    cut_frac, ratio = 0.25, 10.0
     model = classifier(awd_body())
     data = Dataset.from_dict({"input_ids": [[1, 2, 3, 4]] * 16, "attention_mask": [[1] * 4] * 16, "labels": [0, 1] * 8})
     args = build_training_args({"max_steps": 20, "learning_rate": 0.01, "per_device_train_batch_size": 4,
                                 "slanted_triangular_lr": True, "discriminative_lr_factor": 2.6, "save_strategy": "no",
+                                "stlr_cut_frac": cut_frac, "stlr_ratio": ratio, "weight_decay": 0.05,
                                 "disable_tqdm": True}, str(tmp_path))
     seen = []
 
@@ -87,10 +90,18 @@ def test_trainer_uses_stlr_and_discriminative_rates(tmp_path):
     trainer = ULMFiTTrainer(model=model, args=args, train_dataset=data, callbacks=[Record()])
     trainer.train()
     num_groups = len(layer_groups(model))
+    assert len(seen) == 20
     for step, rates in enumerate(seen):
-        top = 0.01 * slanted_triangular(step, 20, 0.1, 32)
+        top = 0.01 * paper_stlr(step, 20, cut_frac, ratio, 1.0)
         for group, lr in rates.items():
             assert lr == pytest.approx(top / 2.6 ** (num_groups - 1 - group))
+    # Weight decay on weight matrices only: never on biases or normalisation parameters.
+    names = {id(p): n for n, p in model.named_parameters()}
+    for group in trainer.optimizer.param_groups:
+        for param in group["params"]:
+            name = names[id(param)]
+            exempt = name.endswith("bias") or "norm" in name.lower() or param.ndim == 1
+            assert group["weight_decay"] == (0.0 if exempt else 0.05), name
 
 
 # --------------------------------------------------------------------------- layer groups and discriminative lr
