@@ -180,6 +180,27 @@ def test_concat_pool_is_last_max_mean_of_real_tokens():
     torch.testing.assert_close(pooled, torch.tensor([[2.0, 5.0, 3.0, 5.0, 2.0, 4 / 3]]))
 
 
+def test_concat_pool_reads_left_padded_rows_too():
+    # The docstring allows padding on either side: the last real token is not mask.sum() - 1.
+    hidden = torch.tensor([[[9.0, 9.0], [1.0, -1.0], [3.0, 0.0], [2.0, 5.0]]])
+    pooled = concat_pool(hidden, torch.tensor([[0, 1, 1, 1]]))
+    torch.testing.assert_close(pooled, torch.tensor([[2.0, 5.0, 3.0, 5.0, 2.0, 4 / 3]]))
+
+
+@pytest.mark.parametrize("pooling,part", [("last", 0), ("mean", 2)])
+def test_pooling_last_and_mean_are_their_part_of_concat(pooling, part):
+    concat = classifier(awd_body(**NO_DROPOUT)).eval()
+    single = classifier(awd_body(**NO_DROPOUT)).eval()
+    single.config.pooling = pooling
+    single.load_state_dict(concat.state_dict(), strict=False)
+    ids, mask = torch.tensor([[5, 6, 7, 8, 9, 0]]), torch.tensor([[1, 1, 1, 1, 1, 0]])
+    with torch.no_grad():
+        whole, one = concat.pool(ids, mask), single.pool(ids, mask)
+    width = one.size(-1)
+    assert whole.size(-1) == 3 * width
+    torch.testing.assert_close(one, whole[:, part * width:(part + 1) * width])
+
+
 @pytest.mark.parametrize("make_body", [awd_body, llama_body, gpt2_body])
 def test_padding_changes_nothing(make_body):
     kwargs = NO_DROPOUT if make_body is awd_body else {}
