@@ -170,6 +170,26 @@ def test_gradual_unfreezing_trains_exactly_the_unfrozen_groups(tmp_path, make_bo
     assert all(p.requires_grad for p in model.parameters())  # restored after training
 
 
+def test_trainer_unfreezes_a_group_every_unfreeze_every_steps(tmp_path):
+    # Through the trainer (which builds the callback from the arguments), one epoch of 12 steps:
+    # by epochs only the top group would train; every 3 steps one more group joins.
+    model = classifier(awd_body())
+    data = Dataset.from_dict({"input_ids": [[1, 2, 3, 4]] * 48, "attention_mask": [[1] * 4] * 48, "labels": [0, 1] * 24})
+    args = build_training_args({"num_train_epochs": 1, "learning_rate": 0.01, "per_device_train_batch_size": 4,
+                                "gradual_unfreezing": True, "unfreeze_every_steps": 3, "save_strategy": "no",
+                                "disable_tqdm": True}, str(tmp_path))
+    groups = layer_groups(model)
+    params = dict(model.named_parameters())
+    trained = []
+
+    class Record(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):  # after this step's update
+            trained.append(sum(all(params[n].requires_grad for n in g) for g in groups))
+
+    ULMFiTTrainer(model=model, args=args, train_dataset=data, callbacks=[Record()]).train()
+    assert trained == [min(len(groups), 1 + step // 3) for step in range(12)]
+
+
 # --------------------------------------------------------------------------- concat pooling
 
 
