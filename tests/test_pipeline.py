@@ -173,3 +173,26 @@ def test_dev_split_ends_training_with_the_epoch_of_lowest_dev_loss(awd_run, tmp_
     with torch.no_grad():
         loss = result["model"].eval()(**batch).loss.item()
     assert loss == pytest.approx(min(curve), abs=1e-3)
+
+
+@pytest.mark.parametrize("setting", ["freeze_body", "peft"])
+def test_the_classifier_trains_what_freeze_body_and_peft_say(awd_run, setting):
+    """clf_last trains the head alone; a peft section trains LoRA adapters and the head, never the
+    body's own weights. Without the setting the whole body trains."""
+    from pipelines.config import load_recipe
+    from pipelines.stages.classify import build_classifier, classifier_tokenizer
+
+    _, recipe = awd_run
+    sets = {"freeze_body": ["classify.freeze_body=true"],
+            "peft": ["classify.peft={method: lora, r: 4, alpha: 8}"]}[setting]
+    for with_setting in (False, True):
+        cfg = load_recipe(recipe, ["classify.training.gradual_unfreezing=false"] + (sets if with_setting else [])).config.classify
+        model = build_classifier(cfg, classifier_tokenizer(cfg, "test"), ["food", "sport", "tech"], "test")
+        trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+        body = [n for n in trainable if ".head." not in f".{n}" and "lora_" not in n]
+        if not with_setting:
+            assert body and not any("lora_" in n for n in trainable)
+        elif setting == "freeze_body":
+            assert trainable and not body
+        else:
+            assert any("lora_" in n for n in trainable) and not body
