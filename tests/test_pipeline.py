@@ -106,10 +106,20 @@ def test_transformer_backbone_with_lora_and_scratch_baseline(tmp_path, topic_dat
     assert "(with the from-scratch comparison below)" in card and "peft:" in card
 
 
-def test_masked_lm_checkpoint_is_fine_tuned_with_its_own_objective(tmp_path, topic_data):
-    from transformers import BertConfig, BertForMaskedLM
+def test_masked_lm_checkpoint_is_fine_tuned_with_its_own_objective(tmp_path, topic_data, monkeypatch):
+    from transformers import BertConfig, BertForMaskedLM, DataCollatorForLanguageModeling
 
+    import pipelines.stages.lm
     from pipelines.stages.tokenizer import build_tokenizer
+
+    masking = []  # what the LM stage's collator was told: unmasked, an encoder would learn to copy
+
+    class Recorded(DataCollatorForLanguageModeling):
+        def __post_init__(self):
+            masking.append(self.mlm)
+            super().__post_init__()
+
+    monkeypatch.setattr(pipelines.stages.lm, "DataCollatorForLanguageModeling", Recorded)
 
     texts = [json.loads(line)["text"] for line in (topic_data / "train.jsonl").read_text().splitlines()]
     tokenizer = build_tokenizer(texts, "bpe", 300)
@@ -126,7 +136,7 @@ def test_masked_lm_checkpoint_is_fine_tuned_with_its_own_objective(tmp_path, top
     recipe["lm_finetune"]["training"].update(num_train_epochs=8, learning_rate=1e-3, discriminative_lr_factor=None)
     assert main(["run", str(write_recipe(tmp_path / "bert.yaml", recipe))]) == 0
     lm = metrics(tmp_path / "run" / "lm_finetune")
-    assert lm["objective"] == "masked"
+    assert lm["objective"] == "masked" and masking == [True]
     assert lm["train_loss_curve"][-1] < lm["train_loss_curve"][0] - 0.5, lm["train_loss_curve"]
     classifier = AutoModelForSequenceClassification.from_pretrained(tmp_path / "run" / "classifier")
     assert type(classifier.backbone).__name__ == "BertModel"
