@@ -188,6 +188,8 @@ def test_trainer_unfreezes_a_group_every_unfreeze_every_steps(tmp_path):
 
     ULMFiTTrainer(model=model, args=args, train_dataset=data, callbacks=[Record()]).train()
     assert trained == [min(len(groups), 1 + step // 3) for step in range(12)]
+    # Training ended with the bottom group still frozen; afterwards every parameter trains again.
+    assert trained[-1] < len(groups) and all(p.requires_grad for p in model.parameters())
 
 
 # --------------------------------------------------------------------------- concat pooling
