@@ -19,15 +19,18 @@ class ULMFiTTrainer(Trainer):
         if self.args.gradual_unfreezing:
             self.add_callback(GradualUnfreezing(self.model, self.args.unfreeze_every_steps))
 
+    def get_decay_parameter_names(self, model) -> list[str]:
+        # Trainer exempts biases and LayerNorm/RMSNorm by name, which misses the head's BatchNorm
+        # ("norm1"); as fastai's ULMFiT, weight decay goes on matrices (and embeddings) only.
+        shapes = {name: p.ndim for name, p in model.named_parameters(remove_duplicate=False)}
+        return [name for name in super().get_decay_parameter_names(model) if shapes[name] > 1]
+
     def create_optimizer(self, model=None):
         if self.optimizer is None:
             model = self.model if model is None else model
-            # Trainer exempts biases and LayerNorm/RMSNorm by name; the head's BatchNorm ("norm1") too,
-            # as fastai's ULMFiT does: weight decay only on matrices (and embeddings).
-            shapes = {name: p.ndim for name, p in model.named_parameters()}
-            decay = {name for name in self.get_decay_parameter_names(model) if shapes.get(name, 2) > 1}
             groups = discriminative_param_groups(
-                model, self.args.learning_rate, self.args.discriminative_lr_factor, self.args.weight_decay, decay)
+                model, self.args.learning_rate, self.args.discriminative_lr_factor, self.args.weight_decay,
+                set(self.get_decay_parameter_names(model)))
             optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
             self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
         return self.optimizer
