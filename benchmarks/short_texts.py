@@ -9,7 +9,7 @@ sentence of its body -- and runs the BBC checkpoint recipe's sweep on each at 8 
     .venv/bin/python benchmarks/short_texts.py --prepare-only
 
 Data, models and summaries go to runs/short-texts/ (never committed). The recipe is used unchanged
-except where the data is, two more arms (ARMS below), the budget (8 per class) and the masked-LM
+except where the data is, two more arms (PROBE_STUDENT_ARMS below), the budget (8 per class) and the masked-LM
 stage's steps (60: a few thousand headlines need fewer than 300 steps of 32 blocks). Nothing is
 chosen on the test split.
 """
@@ -21,14 +21,18 @@ import csv
 import os
 import re
 import subprocess
-import sys
+
+from datasets import DatasetDict
+
+from pipelines.config import DataConfig, load_recipe
+from pipelines.data import label_names_of
+from pipelines.sources import load_splits
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE = "recipes/bbc/checkpoint.yaml"
-# The recipe's arms and the two whose student reads the checkpoint's features, not words (short
-# texts give TF-IDF too few); chosen on a dev split carved from the headlines' train split.
-ARMS = ("tfidf_lr,frozen_probe,checkpoint_finetune,checkpoint_ulmfit,setfit,checkpoint_finetune_self,"
-        "checkpoint_ulmfit_self,frozen_probe_self,checkpoint_ulmfit_probe_self")
+# Beside the recipe's arms: the two whose student reads the checkpoint's features, not words (short
+# texts give TF-IDF too few); chosen on dev splits carved from the train split.
+PROBE_STUDENT_ARMS = ["frozen_probe_self", "checkpoint_ulmfit_probe_self"]
 OUTPUT = "runs/short-texts"
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(])")
 
@@ -48,18 +52,18 @@ def first_sentence(article: str) -> str:
 DERIVED = {"headlines": headline, "first_sentences": first_sentence}
 
 
-def write_dataset(name: str, source: str) -> str:
-    """runs/short-texts/<name>/{train,test}.csv from the BBC splits; returns the folder."""
-    sys.path.insert(0, ROOT)
-    from pipelines.config import DataConfig
-    from pipelines.data import label_names_of
-    from pipelines.sources import load_splits
-
+def load_articles(source: str) -> tuple[DatasetDict, DataConfig]:
+    """The BBC splits, refused unless the articles keep their headline line."""
     data = DataConfig(path=source)
     splits = load_splits(data)
     if not all("\n" in text.strip() for text in splits["train"]["text"][:100]):
         raise SystemExit(f"{source}: the articles do not start with a headline line; "
                          "give --source the BBC articles with their line breaks")
+    return splits, data
+
+
+def write_dataset(name: str, splits: DatasetDict, data: DataConfig) -> str:
+    """runs/short-texts/<name>/data/{train,test}.csv from the BBC splits; returns the folder."""
     folder = os.path.join(OUTPUT, name, "data")
     os.makedirs(folder, exist_ok=True)
     for split in ("train", "test"):
@@ -81,10 +85,12 @@ def main() -> None:
     parser.add_argument("--prepare-only", action="store_true")
     args = parser.parse_args()
     os.chdir(ROOT)
+    splits, data = load_articles(args.source)
+    arms = ",".join([*load_recipe(RECIPE).config.sweep.arms, *PROBE_STUDENT_ARMS])
     for name in args.datasets:
-        folder = write_dataset(name, args.source)
+        folder = write_dataset(name, splits, data)
         overrides = [f"data.path={folder}", f"run.output_dir={OUTPUT}/{name}", f"run.name=bbc-{name}",
-                     f"sweep.arms=[{ARMS}]", "sweep.examples_per_class=[8]", f"sweep.seeds={args.seeds}",
+                     f"sweep.arms=[{arms}]", "sweep.examples_per_class=[8]", f"sweep.seeds={args.seeds}",
                      "lm_finetune.training.max_steps=60"]
         command = ["make", "label-efficiency", f"RECIPE={RECIPE}", f"ARGS={' '.join(overrides)}"]
         print("$", " ".join(command[:3]), f"ARGS=\"{' '.join(overrides)}\"", flush=True)

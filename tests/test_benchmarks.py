@@ -47,7 +47,7 @@ def test_written_splits_keep_rows_and_labels(short_texts, tmp_path, monkeypatch)
 
     source = _articles(tmp_path / "articles", {"train": 6, "test": 2})
     monkeypatch.setattr(short_texts, "OUTPUT", str(tmp_path / "out"))
-    folder = short_texts.write_dataset("first_sentences", str(source))
+    folder = short_texts.write_dataset("first_sentences", *short_texts.load_articles(str(source)))
     with open(Path(folder) / "test.csv", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert rows[:2] == [{"text": "sport body 0 starts.", "label": "sport"},
@@ -58,7 +58,6 @@ def test_written_splits_keep_rows_and_labels(short_texts, tmp_path, monkeypatch)
     assert set(loaded["test"]["label"]) == set(loaded["train"]["label"]) == {"sport", "tech", "food"}
 
 
-def test_articles_without_a_headline_line_are_refused(short_texts, topic_data, tmp_path, monkeypatch):
-    monkeypatch.setattr(short_texts, "OUTPUT", str(tmp_path))
+def test_articles_without_a_headline_line_are_refused(short_texts, topic_data):
     with pytest.raises(SystemExit, match="headline line"):
-        short_texts.write_dataset("headlines", str(topic_data))
+        short_texts.load_articles(str(topic_data))
