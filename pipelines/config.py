@@ -94,7 +94,13 @@ class LMStage:
     init_from: Optional[str] = None
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    # Tokens per block; for a model that carries its state, the bptt of truncated BPTT.
     block_size: int = 70
+    # Truncated BPTT: contiguous streams, the hidden state carried from batch to batch (detached) and
+    # reset each epoch. None: on for recurrent models (awd_lstm), off for transformers.
+    carry_state: Optional[bool] = None
+    # Processes tokenizing the text (None: one per core for large corpora).
+    tokenize_processes: Optional[int] = None
     # causal | masked | auto (masked for encoder checkpoints such as BERT)
     objective: str = "auto"
     mlm_probability: float = 0.15

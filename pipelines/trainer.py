@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from transformers import Trainer
+import torch
+from transformers import Trainer, TrainerCallback
 
 from .training_args import ULMFiTTrainingArguments
 from .ulmfit import GradualUnfreezing, discriminative_param_groups, stlr_scheduler
@@ -14,10 +15,34 @@ from .ulmfit import GradualUnfreezing, discriminative_param_groups, stlr_schedul
 class ULMFiTTrainer(Trainer):
     args: ULMFiTTrainingArguments
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, carry_state: bool = False, **kwargs):
+        """carry_state: truncated BPTT for a recurrent LM reading StreamBlocks in order: each batch
+        starts from the previous batch's final state (detached, so gradients stop at the batch),
+        training from zeros at every epoch and evaluation from zeros at every evaluate()."""
         super().__init__(*args, **kwargs)
         if self.args.gradual_unfreezing:
             self.add_callback(GradualUnfreezing(self.model, self.args.unfreeze_every_steps))
+        self.carry_state = carry_state
+        self.states: dict[str, tuple | None] = {}
+        if carry_state:
+            if self.args.accelerator_config.split_batches:
+                raise ValueError("carry_state needs whole batches per process (accelerator_config.split_batches off)")
+            self.add_callback(CarriedState(self.states))
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if not self.carry_state:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        phase = "train" if model.training else "eval"
+        state = self.states.get(phase)
+        if state is not None and state[0][0].size(1) == inputs["input_ids"].size(0):
+            inputs = {**inputs, "state": state}
+        loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
+        self.states[phase] = tuple((h.detach(), c.detach()) for h, c in outputs["state"])
+        return (loss, outputs) if return_outputs else loss
+
+    def evaluate(self, *args, **kwargs):
+        self.states.pop("eval", None)
+        return super().evaluate(*args, **kwargs)
 
     def get_decay_parameter_names(self, model) -> list[str]:
         # Trainer exempts biases and LayerNorm/RMSNorm by name, which misses the head's BatchNorm
@@ -45,12 +70,35 @@ class ULMFiTTrainer(Trainer):
     def train(self, resume_from_checkpoint: str | None = None, **kwargs):
         """Trainer's train; a resumed run reports the mean loss over the whole run, the steps of
         the run it resumed included (Trainer's own mean covers only the steps it ran itself)."""
+        if self.carry_state and isinstance(resume_from_checkpoint, str):
+            saved = Path(resume_from_checkpoint) / state_file(self.args.process_index)
+            self.states["resumed"] = torch.load(saved) if saved.exists() else None
         result = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
         if not isinstance(resume_from_checkpoint, str):
             return result
         loss = whole_run_loss(self.state.log_history, result.training_loss, checkpoint_step(resume_from_checkpoint),
                               self.state.global_step)
         return result._replace(training_loss=loss, metrics={**result.metrics, "train_loss": loss})
+
+
+class CarriedState(TrainerCallback):
+    """Each epoch reads the streams from their start, so the carried state starts from zeros; a
+    checkpoint keeps each process's state, so a resumed run continues the streams where it stopped."""
+
+    def __init__(self, states: dict):
+        self.states = states
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.states["train"] = self.states.pop("resumed", None)
+
+    def on_save(self, args, state, control, **kwargs):
+        if self.states.get("train") is not None:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            torch.save(self.states["train"], folder / state_file(args.process_index))
+
+
+def state_file(process_index: int) -> str:
+    return f"carried_state-{process_index}.pt"
 
 
 def checkpoint_step(checkpoint: str) -> int:

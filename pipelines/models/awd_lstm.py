@@ -35,17 +35,31 @@ class AwdLstmConfig(PreTrainedConfig):
     embedding_size: int = 400
     hidden_size: int = 1150
     num_hidden_layers: int = 3
-    # `float | int` so that `output_dropout=0` passes strict validation.
-    output_dropout: float | int = 0.4  # locked dropout on the last LSTM's output
-    hidden_dropout: float | int = 0.3  # locked dropout between LSTM layers
-    input_dropout: float | int = 0.4  # locked dropout on the embedding output
-    embedding_dropout: float | int = 0.05  # drops whole word types
-    weight_dropout: float | int = 0.5  # DropConnect on each LSTM's hidden-to-hidden matrix
+    # Language-model strength (fastai's AWD-LSTM LM config); a classifier built on the body takes
+    # CLASSIFIER_DROPOUTS instead. `float | int` so that `output_dropout=0` passes strict validation.
+    output_dropout: float | int = 0.1  # locked dropout on the last LSTM's output
+    hidden_dropout: float | int = 0.15  # locked dropout between LSTM layers
+    input_dropout: float | int = 0.25  # locked dropout on the embedding output
+    embedding_dropout: float | int = 0.02  # drops whole word types
+    weight_dropout: float | int = 0.2  # DropConnect on each LSTM's hidden-to-hidden matrix
+    # Scales all five dropouts at once (fastai's drop_mult: 0.3 for IMDb LM fine-tuning, 0.5 for its classifier).
+    drop_mult: float | int = 1.0
     tie_word_embeddings: bool = True
     initializer_range: float = 0.1
     pad_token_id: int | None = 0
     bos_token_id: int | None = None
     eos_token_id: int | None = None
+
+
+# The dropouts of a classifier on an AWD-LSTM body (fastai's AWD-LSTM classifier config): stronger
+# than a language model's, because a few labeled documents are far easier to memorise than a corpus.
+CLASSIFIER_DROPOUTS = {"output_dropout": 0.4, "hidden_dropout": 0.3, "input_dropout": 0.4,
+                       "embedding_dropout": 0.05, "weight_dropout": 0.5, "drop_mult": 1.0}
+
+
+def dropout_rate(config: AwdLstmConfig, name: str) -> float:
+    """One of the five dropouts as applied: its configured value times drop_mult."""
+    return getattr(config, name) * config.drop_mult
 
 
 @dataclass
@@ -77,16 +91,16 @@ class WeightDropLstm(nn.Module):
     the list the LSTM kernel actually reads.
     """
 
-    def __init__(self, input_size: int, hidden_size: int, weight_dropout: float):
+    def __init__(self, input_size: int, hidden_size: int):
         super().__init__()
-        self.weight_dropout = weight_dropout
         self.lstm = nn.LSTM(input_size, hidden_size, batch_first=True)
         self.weight_hh_l0_raw = nn.Parameter(self.lstm.weight_hh_l0.detach().clone())
         del self.lstm._parameters["weight_hh_l0"]  # so it is neither trained nor saved twice
 
-    def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None):
-        if self.training and self.weight_dropout > 0:
-            weight = F.dropout(self.weight_hh_l0_raw, p=self.weight_dropout, training=True)
+    def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None,
+                weight_dropout: float = 0.0):
+        if self.training and weight_dropout > 0:
+            weight = F.dropout(self.weight_hh_l0_raw, p=weight_dropout, training=True)
         else:
             weight = self.weight_hh_l0_raw.view_as(self.weight_hh_l0_raw)  # a plain Tensor, or nn.Module re-registers it
         self.lstm.weight_hh_l0 = weight
@@ -129,7 +143,7 @@ class AwdLstmModel(AwdLstmPreTrainedModel):
         # The last layer outputs embedding_size so the decoder can share the embedding matrix.
         sizes = [config.embedding_size] + [config.hidden_size] * (n - 1) + [config.embedding_size]
         self.layers = nn.ModuleList(
-            WeightDropLstm(sizes[i], sizes[i + 1], config.weight_dropout) for i in range(n)
+            WeightDropLstm(sizes[i], sizes[i + 1]) for i in range(n)
         )
         self.post_init()
 
@@ -141,7 +155,7 @@ class AwdLstmModel(AwdLstmPreTrainedModel):
 
     def _embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         x = self.embed_tokens(input_ids)
-        p = self.config.embedding_dropout
+        p = dropout_rate(self.config, "embedding_dropout")
         if self.training and p > 0:
             # Zero whole rows of the vocabulary. Masking the module's *output* (not its weight) keeps this
             # working when the embedding is wrapped, e.g. by a peft LoRA layer.
@@ -157,15 +171,18 @@ class AwdLstmModel(AwdLstmPreTrainedModel):
         return_dict: bool = True,
         **kwargs,
     ) -> AwdLstmOutput | tuple:
-        x = locked_dropout(self._embed(input_ids), self.config.input_dropout, self.training)
+        # Read at every call, so a loaded body takes a classifier's dropouts by changing its config.
+        def rate(name: str) -> float:
+            return dropout_rate(self.config, name)
+
+        x = locked_dropout(self._embed(input_ids), rate("input_dropout"), self.training)
         new_state = []
         for i, layer in enumerate(self.layers):
-            x, layer_state = layer(x, None if state is None else state[i])  # None means zeros
+            # None means zeros
+            x, layer_state = layer(x, None if state is None else state[i], rate("weight_dropout"))
             new_state.append(layer_state)  # not detached: the caller decides where to truncate BPTT
             last = i == len(self.layers) - 1
-            x = locked_dropout(
-                x, self.config.output_dropout if last else self.config.hidden_dropout, self.training
-            )
+            x = locked_dropout(x, rate("output_dropout" if last else "hidden_dropout"), self.training)
         out = AwdLstmOutput(last_hidden_state=x, state=tuple(new_state))
         return out if return_dict else out.to_tuple()
 

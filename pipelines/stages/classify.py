@@ -11,7 +11,7 @@ import numpy as np
 from transformers import AutoModel, DataCollatorWithPadding, set_seed
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-from ..backbones import (load_body, load_config, load_tokenizer, new_language_model, random_body_like,
+from ..backbones import (body_config, load_body, load_tokenizer, new_language_model, random_body_like,
                          tokenizer_source)
 from ..config import ClassifyStage
 from ..data import classification_splits, dev_split_indices
@@ -80,9 +80,9 @@ def build_classifier(cfg: ClassifyStage, tokenizer, label_names: list[str], wher
     """The classifier the config asks for: init_from's body (or its architecture with random
     weights), or the recipe's model from scratch; a new pooling head; LoRA or a frozen body."""
     if cfg.init_from and cfg.random_init:
-        body = AutoModel.from_config(load_config(cfg.init_from))
+        body = AutoModel.from_config(body_config(cfg.init_from, cfg.model.config))
     elif cfg.init_from:
-        body = load_body(cfg.init_from)
+        body = load_body(cfg.init_from, body_config(cfg.init_from, cfg.model.config))
     else:
         lm = new_language_model(cfg.model, tokenizer, "causal", where)
         body = random_body_like(getattr(lm, lm.base_model_prefix))

@@ -5,12 +5,13 @@ masked LM for encoder checkpoints. Reports held-out perplexity."""
 from __future__ import annotations
 
 import math
-from functools import partial
+from pathlib import Path
 
 from transformers import DataCollatorForLanguageModeling
 
 from ..backbones import load_language_model, load_tokenizer, new_language_model, tokenizer_source
-from ..data import group_into_blocks, lm_text_splits
+from ..data import lm_text_splits
+from ..lm_data import ShuffledBlocks, StreamBlocks, token_file
 from ..errors import RecipeError
 from ..masked_lm import score_masked_positions_only
 from ..trainer import ULMFiTTrainer
@@ -26,7 +27,7 @@ def run(ctx) -> dict:
     tokenizer = load_tokenizer(tokenizer_source(cfg, f"{ctx.recipe.path}: {ctx.name}")[1])
     # 3. model
     if cfg.init_from:
-        model = load_language_model(cfg.init_from, cfg.objective)
+        model = load_language_model(cfg.init_from, cfg.objective, cfg.model.config)
     else:
         model = new_language_model(cfg.model, tokenizer, cfg.objective, f"{ctx.recipe.path}: {ctx.name}")
     masked = "MaskedLM" in type(model).__name__
@@ -34,26 +35,28 @@ def run(ctx) -> dict:
         raise RecipeError(f"{ctx.recipe.path}: {ctx.name}: masked-LM objective but the tokenizer has no mask token")
     if masked:  # same loss and gradients; measured on all-MiniLM-L6-v2: 2.3 s per step, not 5.9 s
         score_masked_positions_only(model)
-    # 4. tokenize and cut into blocks; documents are separated by EOS (causal) so the model sees boundaries
-    eos = [] if masked or tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
-    column = cfg.data.text_column
-
-    def tokenize(batch):
-        ids = tokenizer(batch[column], add_special_tokens=masked)["input_ids"]
-        return {"input_ids": [seq + eos for seq in ids]}
-
+    # 4. tokenize once into token files (cached); cut into blocks: independent shuffled blocks, or for
+    # a recurrent model contiguous streams whose hidden state is carried from batch to batch
+    carry_state = getattr(model, "is_recurrent", False) if cfg.carry_state is None else cfg.carry_state
+    if carry_state and not getattr(model, "is_recurrent", False):
+        raise RecipeError(f"{ctx.recipe.path}: {ctx.name}.carry_state: only a recurrent model (awd_lstm) has a "
+                          "state to carry")
+    args = build_training_args(cfg.training, str(ctx.work_dir), seed=ctx.seed, **stage_overrides(cfg, carry_state))
     with ctx.state.main_process_first():
-        blocks = {}
-        for split, texts in (("train", train_texts), ("validation", valid_texts)):
-            tokens = texts.map(tokenize, batched=True, remove_columns=texts.column_names, desc=f"tokenizing {split}")
-            blocks[split] = tokens.map(partial(group_into_blocks, block_size=cfg.block_size), batched=True,
-                                       batch_size=1000, desc=f"blocks of {cfg.block_size} ({split})")
+        tokens = {split: token_file(texts, tokenizer, cfg.data.text_column, masked, token_cache(texts, ctx.work_dir),
+                                    split, cfg.tokenize_processes)
+                  for split, texts in (("train", train_texts), ("validation", valid_texts))}
+    if carry_state:
+        processes = args.world_size
+        blocks = {"train": StreamBlocks(tokens["train"], args.per_device_train_batch_size * processes, cfg.block_size),
+                  "validation": StreamBlocks(tokens["validation"], _eval_rows(tokens["validation"], args, cfg.block_size),
+                                             cfg.block_size)}
+    else:
+        blocks = {split: ShuffledBlocks(ids, cfg.block_size) for split, ids in tokens.items()}
     # 5. trainer
-    args = build_training_args(cfg.training, str(ctx.work_dir), seed=ctx.seed,
-                               **({"ddp_find_unused_parameters": True} if cfg.training.get("gradual_unfreezing") else {}))
     collator = DataCollatorForLanguageModeling(tokenizer, mlm=masked, mlm_probability=cfg.mlm_probability)
     trainer = ULMFiTTrainer(model=model, args=args, train_dataset=blocks["train"], eval_dataset=blocks["validation"],
-                            data_collator=collator, processing_class=tokenizer)
+                            data_collator=collator, processing_class=tokenizer, carry_state=carry_state)
     # A continued LM is scored on the new text first, so the gain from fine-tuning is measured.
     before = trainer.evaluate()["eval_loss"] if cfg.init_from else None
     result = trainer.train(resume_from_checkpoint=ctx.resume_checkpoint())
@@ -62,7 +65,7 @@ def run(ctx) -> dict:
     if ctx.state.is_main_process:
         trainer.model.save_pretrained(ctx.partial_dir)
         tokenizer.save_pretrained(ctx.partial_dir)
-    tokens_per_block = sum(len(b) for b in blocks["train"]["input_ids"][:1000]) / max(1, min(1000, len(blocks["train"])))
+    tokens_per_block = len(tokens["train"]) / len(blocks["train"])
     return {
         "objective": "masked" if masked else "causal",
         "eval_loss": evaluation["eval_loss"],
@@ -71,9 +74,34 @@ def run(ctx) -> dict:
         "train_loss": result.training_loss,
         "train_loss_curve": [round(h["loss"], 4) for h in trainer.state.log_history if "loss" in h],
         "train_blocks": len(blocks["train"]),
-        "train_tokens": int(len(blocks["train"]) * tokens_per_block),
+        "train_tokens": len(tokens["train"]),
+        "carry_state": carry_state,
         "train_runtime": result.metrics["train_runtime"],
         "precision": precision(trainer.args),
         "train_tokens_per_second": result.metrics["train_samples_per_second"] * tokens_per_block,
         "parameters": sum(p.numel() for p in model.parameters()),
     }
+
+
+def stage_overrides(cfg, carry_state: bool) -> dict:
+    overrides = {}
+    if cfg.training.get("gradual_unfreezing"):
+        overrides["ddp_find_unused_parameters"] = True  # frozen groups get no gradients under DDP
+    if carry_state:
+        overrides["train_sampling_strategy"] = "sequential"  # the streams' order is the point
+    return overrides
+
+
+def _eval_rows(tokens, args, bptt: int) -> int:
+    """Streams for evaluation: the eval batch on every process, fewer for a short held-out text
+    (each stream at least one bptt piece), a multiple of the processes so that each gets whole batches."""
+    processes = args.world_size
+    rows = min(args.per_device_eval_batch_size, max(1, len(tokens) // (processes * bptt)))
+    return rows * processes
+
+
+def token_cache(texts, work_dir) -> Path:
+    """Token files live beside the dataset's own cache files (so every stage and sweep arm reading
+    the same text reuses them), or in the stage's work folder for in-memory data."""
+    files = getattr(texts, "cache_files", None)
+    return Path(files[0]["filename"]).parent / "lm-transfer-tokens" if files else Path(work_dir) / "tokens"
