@@ -116,6 +116,9 @@ def _write(pieces: Iterable[np.ndarray], path: Path, dtype: np.dtype) -> None:
             if piece.size and int(piece.max()) >= np.iinfo(dtype).max + 1:
                 raise DataError(f"token id {int(piece.max())} does not fit {dtype.name}")
             out.write(piece.astype(dtype, copy=False).tobytes())
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(out.name, 0o666 & ~umask)  # readable as any other cache file, not the temporary file's 0600
     os.replace(out.name, path)
 
 

@@ -80,8 +80,9 @@ def validate_training_section(section: dict, where: str) -> None:
 
 
 def _coerce(value, hint):
-    # YAML writes 1 for 1.0; a float field accepts an int the way Python does.
-    if isinstance(value, int) and not isinstance(value, bool) and hint is float:
+    # YAML writes 1 for 1.0; a float field (or float | None, as eval_steps) accepts an int the way Python does.
+    floats = hint is float or (float in typing.get_args(hint) and int not in typing.get_args(hint))
+    if isinstance(value, int) and not isinstance(value, bool) and floats:
         return float(value)
     return value
 

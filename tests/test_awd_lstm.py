@@ -210,3 +210,33 @@ def test_sequence_classification_from_an_lm_folder_reuses_the_body(tmp_path, ids
     classifier.save_pretrained(tmp_path / "clf")
     reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "clf").eval()
     torch.testing.assert_close(reloaded(input_ids=ids).logits, logits, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", ["input_dropout", "hidden_dropout", "output_dropout", "weight_dropout"])
+def test_drop_mult_scales_each_dropout(name, ids, monkeypatch):
+    """Each dropout runs at its configured rate times drop_mult (0.6 x 0.5 = 0.3), the others at 0 x 0.5."""
+    used = {"locked": [], "weight": []}
+    locked, dropout = awd_lstm.locked_dropout, awd_lstm.F.dropout
+    monkeypatch.setattr(awd_lstm, "locked_dropout", lambda x, p, training: used["locked"].append(p) or locked(x, p, training))
+    monkeypatch.setattr(awd_lstm.F, "dropout", lambda x, p, training: used["weight"].append(p) or dropout(x, p, training))
+    model = AwdLstmModel(tiny_config(**{**NO_DROPOUT, name: 0.6, "drop_mult": 0.5, "num_hidden_layers": 3})).train()
+    model(ids)
+    expected = {"input_dropout": [0.3, 0, 0, 0], "hidden_dropout": [0, 0.3, 0.3, 0], "output_dropout": [0, 0, 0, 0.3]}
+    assert used["locked"] == pytest.approx(expected.get(name, [0, 0, 0, 0]))
+    assert used["weight"] == ([pytest.approx(0.3)] * 3 if name == "weight_dropout" else [])
+
+
+def test_drop_mult_scales_embedding_dropout():
+    ids = torch.arange(4000).unsqueeze(0)
+    model = AwdLstmModel(tiny_config(**{**NO_DROPOUT, "vocab_size": 4000, "embedding_dropout": 0.6, "drop_mult": 0.5}))
+    torch.manual_seed(0)
+    zeroed = (model.train()._embed(ids).abs().sum(-1) == 0).float().mean().item()
+    assert zeroed == pytest.approx(0.3, abs=0.03)  # 0.6 alone would zero ~60 % of the word types
+
+
+def test_language_model_and_classifier_dropouts_are_fastais():
+    lm = AwdLstmConfig()
+    assert [lm.output_dropout, lm.hidden_dropout, lm.input_dropout, lm.embedding_dropout, lm.weight_dropout,
+            lm.drop_mult] == [0.1, 0.15, 0.25, 0.02, 0.2, 1.0]
+    assert awd_lstm.CLASSIFIER_DROPOUTS == {"output_dropout": 0.4, "hidden_dropout": 0.3, "input_dropout": 0.4,
+                                            "embedding_dropout": 0.05, "weight_dropout": 0.5, "drop_mult": 1.0}

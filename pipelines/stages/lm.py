@@ -5,9 +5,10 @@ masked LM for encoder checkpoints. Reports held-out perplexity."""
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
-from transformers import DataCollatorForLanguageModeling
+from transformers import DataCollatorForLanguageModeling, TrainerCallback
 
 from ..backbones import load_language_model, load_tokenizer, new_language_model, tokenizer_source
 from ..data import lm_text_splits
@@ -56,7 +57,8 @@ def run(ctx) -> dict:
     # 5. trainer
     collator = DataCollatorForLanguageModeling(tokenizer, mlm=masked, mlm_probability=cfg.mlm_probability)
     trainer = ULMFiTTrainer(model=model, args=args, train_dataset=blocks["train"], eval_dataset=blocks["validation"],
-                            data_collator=collator, processing_class=tokenizer, carry_state=carry_state)
+                            data_collator=collator, processing_class=tokenizer, carry_state=carry_state,
+                            callbacks=[elapsed := ElapsedSeconds()])
     # A continued LM is scored on the new text first, so the gain from fine-tuning is measured.
     before = trainer.evaluate()["eval_loss"] if cfg.init_from else None
     result = trainer.train(resume_from_checkpoint=ctx.resume_checkpoint())
@@ -66,6 +68,9 @@ def run(ctx) -> dict:
         trainer.model.save_pretrained(ctx.partial_dir)
         tokenizer.save_pretrained(ctx.partial_dir)
     tokens_per_block = len(tokens["train"]) / len(blocks["train"])
+    trained_tokens = trainer.state.global_step * args.train_batch_size * args.gradient_accumulation_steps \
+        * args.world_size * tokens_per_block
+    trained_seconds = elapsed.at_step.get(trainer.state.global_step) or result.metrics["train_runtime"]
     return {
         "objective": "masked" if masked else "causal",
         "eval_loss": evaluation["eval_loss"],
@@ -73,14 +78,45 @@ def run(ctx) -> dict:
         "eval_perplexity_before_training": None if before is None else math.exp(min(before, 50)),
         "train_loss": result.training_loss,
         "train_loss_curve": [round(h["loss"], 4) for h in trainer.state.log_history if "loss" in h],
+        # Held-out perplexity against training time (eval_strategy steps or epoch), for comparing models by cost.
+        "eval_curve": [{"step": h["step"], "seconds": elapsed.at_step.get(h["step"]),
+                        "perplexity": round(math.exp(min(h["eval_loss"], 50)), 2)}
+                       for h in trainer.state.log_history if "eval_loss" in h],
         "train_blocks": len(blocks["train"]),
         "train_tokens": len(tokens["train"]),
         "carry_state": carry_state,
         "train_runtime": result.metrics["train_runtime"],
         "precision": precision(trainer.args),
-        "train_tokens_per_second": result.metrics["train_samples_per_second"] * tokens_per_block,
+        # Training throughput: the tokens of every optimizer step over the time spent training, evaluations not
+        # counted (Trainer's train_runtime counts the evaluations run during training).
+        "train_tokens_per_second": trained_tokens / max(trained_seconds, 1e-9),
         "parameters": sum(p.numel() for p in model.parameters()),
     }
+
+
+class ElapsedSeconds(TrainerCallback):
+    """The seconds spent training up to each evaluation, evaluations not counted (`at_step`; 0 for
+    an evaluation before training)."""
+
+    def __init__(self):
+        self.started = self.last_step = None
+        self.evaluating = 0.0
+        self.at_step: dict[int, float] = {}
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started = self.last_step = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.last_step = time.perf_counter()
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        if self.started is None:
+            self.at_step[state.global_step] = 0.0
+            return
+        self.at_step[state.global_step] = round(self.last_step - self.started - self.evaluating, 1)
+        now = time.perf_counter()
+        self.evaluating += now - self.last_step
+        self.last_step = now
 
 
 def stage_overrides(cfg, carry_state: bool) -> dict:
