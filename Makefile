@@ -15,11 +15,12 @@ CPU_THREADS ?= $(shell n=$$(( $$(nproc) / $(or $(PROCESSES),1) )); echo $$(( n >
 CHECK_FIRST = $(if $(filter-out 1,$(or $(PROCESSES),1)),$(BIN)/lm-transfer validate $(1) $(foreach a,$(ARGS),--set $(a)) >/dev/null &&)
 LAUNCH := $(BIN)/accelerate launch --config_file $(ACCELERATE_CONFIG) --num_cpu_threads_per_process $(CPU_THREADS) -m pipelines
 
-.PHONY: help setup demo test run pretrain finetune classify label-efficiency predict publish validate clean
+.PHONY: help setup demo test bench run pretrain finetune classify label-efficiency predict publish validate clean
 
 help:
 	@echo "make demo                      ULMFiT on BBC News, offline, about 12 minutes on 2 CPU cores"
 	@echo "make test                      the test suite"
+	@echo "make bench                     Trainer vs a hand-written loop, tokens/s per stage, 1 vs 2 processes, corpus scale -> docs/results/bench.md"
 	@echo "make run RECIPE=... ARGS=...   all stages of a recipe under accelerate launch"
 	@echo "make pretrain|finetune|classify RECIPE=...   one stage"
 	@echo "make label-efficiency RECIPE=... ARGS=...   the recipe's label-efficiency sweep (summary.md, curve.png)"
@@ -45,6 +46,10 @@ demo: setup
 # A worker per core (the tests use one thread each): 76 s instead of 131 s on 2 cores.
 test: setup
 	$(BIN)/python -m pytest tests -q -n auto $(PYTEST_ARGS)
+
+# A benchmark, never a test (about 25 minutes on 2 CPU cores; run nothing else meanwhile).
+bench: setup
+	$(BIN)/python benchmarks/bench.py $(ARGS)
 
 run: setup
 	$(call CHECK_FIRST,$(RECIPE)) $(LAUNCH) run $(RECIPE) $(ARGS)

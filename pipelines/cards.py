@@ -168,7 +168,7 @@ def render_card(folder: Path, stage: str, recipe_path: str, resolved: dict, metr
     training = section.get("training", {})
     values = dict(
         model_name=model_name, stage=stage, recipe_path=recipe_path,
-        backbone=backbone, config=config, metrics=metrics,
+        backbone=backbone, config=config, metrics=metrics, direction=config.get("direction", "forward"),
         parameters=metrics["parameters"], vocab_size=body.get("vocab_size"), data=data, base_model=base,
         sequence_length=section.get("max_length") if classifier else section.get("block_size"),
         masked=masked, training=training, stage_yaml=yaml.safe_dump({stage: _used(section)}, sort_keys=False).rstrip(),

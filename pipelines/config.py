@@ -43,8 +43,12 @@ class DataConfig:
     unlabeled_splits: List[str] = field(default_factory=list)
     # Held-out fraction of the training text for LM perplexity when there is no validation split.
     validation_fraction: float = 0.05
-    # Cap on the number of training texts (None: all) -- sizes a run to the hardware.
+    # Cap on the number of training texts (None: all) -- sizes a run to the hardware. Streamed: the first ones.
     max_texts: Optional[int] = None
+    # Language-model stages read the text as a stream (`datasets` streaming): nothing is downloaded or
+    # cached whole, only the token file is written. Held-out text: validation_split, or else every
+    # round(1 / validation_fraction)-th text. The classify stage ignores it.
+    streaming: bool = False
     # Cap on the number of test examples, drawn stratified and seeded (None: the full split).
     max_test_examples: Optional[int] = None
     # A dataset without a test split: hold out this fraction of train as the test split (stratified
@@ -101,6 +105,9 @@ class LMStage:
     carry_state: Optional[bool] = None
     # Processes tokenizing the text (None: one per core for large corpora).
     tokenize_processes: Optional[int] = None
+    # forward, or backward: each document read last token first (a backward LM, for ULMFiT's
+    # bidirectional classifier). Saved in the model's config as `direction`.
+    direction: str = "forward"
     # causal | masked | auto (masked for encoder checkpoints such as BERT)
     objective: str = "auto"
     mlm_probability: float = 0.15
@@ -120,6 +127,8 @@ class ClassifyStage:
     max_length: int = 512
     bptt: Optional[int] = None
     pooling: str = "concat"  # concat ([last, max, mean]) | last | mean
+    # forward | backward (each document read last token first); None: the direction init_from's LM read.
+    direction: Optional[str] = None
     head_hidden: int = 50
     head_dropout: float = 0.1
     peft: Optional[PeftSection] = None
@@ -175,6 +184,10 @@ class ArmSection:
     # The method's own settings, e.g. setfit's {body_steps: 16, batch_size: 16}.
     options: Dict[str, Any] = field(default_factory=dict)
     self_training: Optional[SelfTrainingSection] = None
+    # An ensemble (ULMFiT sec. 4's bidirectional classifier: forward + backward): the arms whose class
+    # probabilities this arm averages, each trained on the cell's labeled examples (a member that is
+    # also a sweep arm: its cell of the same budget and seed, run earlier in the same sweep, is reused).
+    ensemble: List[str] = field(default_factory=list)
     # Recipe sections to merge over the recipe, e.g. {classify: {peft: {r: 4}}}. Kept unresolved
     # until the arm is built, so ${lm_finetune.output_dir} means the arm's own LM.
     recipe: Dict[str, Any] = field(default_factory=dict)

@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 from accelerate import PartialState
-from datasets import ClassLabel, Dataset, DatasetDict, concatenate_datasets
+from datasets import ClassLabel, Dataset, DatasetDict, IterableDataset, concatenate_datasets
 
 from .config import DataConfig
 from .errors import DataError
@@ -39,6 +39,8 @@ def _label_text(value) -> str:
 
 
 def _require_column(ds: Dataset, column: str, data: DataConfig, what: str) -> None:
+    if ds.column_names is None:  # a stream whose columns are known only once read
+        return
     if column not in ds.column_names:
         raise DataError(f"dataset '{source_name(data)}' has no {what} column '{column}' "
                         f"(columns: {', '.join(ds.column_names)}); set data.{what}_column")
@@ -78,6 +80,8 @@ def _text_split(splits: DatasetDict, name: str, data: DataConfig) -> Dataset:
 
 def lm_text_splits(data: DataConfig, seed: int) -> tuple[Dataset, Dataset]:
     """Training text (train split + unlabeled splits; never the test split) and held-out text."""
+    if data.streaming:
+        return _streamed_text_splits(data)
     splits = load_splits(data)
     names = [data.train_split, *data.unlabeled_splits]
     train = concatenate_datasets([_text_split(splits, name, data) for name in names])
@@ -90,6 +94,29 @@ def lm_text_splits(data: DataConfig, seed: int) -> tuple[Dataset, Dataset]:
         train, valid = held["train"], held["test"]
     if data.max_texts is not None and len(train) > data.max_texts:
         train = train.shuffle(seed=seed).select(range(data.max_texts))
+    return train, valid
+
+
+def _streamed_text_splits(data: DataConfig) -> tuple[IterableDataset, IterableDataset]:
+    """lm_text_splits for `data.streaming`: iterable splits, filtered as they are read."""
+    splits = load_splits(data, streaming=True)
+    column = data.text_column
+
+    def text_of(name: str) -> IterableDataset:
+        split = _split(splits, name, data)
+        _require_column(split, column, data, "text")
+        return split.select_columns([column]).filter(lambda batch: [bool(t and t.strip()) for t in batch[column]],
+                                                     batched=True)
+
+    train = concatenate_datasets([text_of(name) for name in [data.train_split, *data.unlabeled_splits]])
+    if data.validation_split:
+        valid = text_of(data.validation_split)
+    else:  # no shuffling a stream: hold out an evenly spread share of it
+        every = max(2, round(1 / data.validation_fraction))
+        valid = train.filter(lambda _, index: index % every == 0, with_indices=True)
+        train = train.filter(lambda _, index: index % every != 0, with_indices=True)
+    if data.max_texts is not None:
+        train = train.take(data.max_texts)
     return train, valid
 
 

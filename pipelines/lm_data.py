@@ -37,13 +37,14 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16 if vocab_size <= 2**16 else np.uint32)
 
 
-def tokenize_function(tokenizer, column: str, masked: bool):
-    """Documents -> ids; causal LMs get EOS after each document so the model sees where one ends."""
+def tokenize_function(tokenizer, column: str, masked: bool, backward: bool = False):
+    """Documents -> ids; causal LMs get EOS after each document so the model sees where one ends.
+    `backward`: each document's tokens in reverse order (then EOS), for a backward LM."""
     eos = [] if masked or tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
 
     def tokenize(batch):
         ids = tokenizer(batch[column], add_special_tokens=masked)["input_ids"]
-        return {"input_ids": [seq + eos for seq in ids]}
+        return {"input_ids": [(seq[::-1] if backward else seq) + eos for seq in ids]}
 
     return tokenize
 
@@ -56,13 +57,18 @@ def default_processes(texts) -> int:
 
 
 def token_file(texts: Dataset | IterableDataset, tokenizer, column: str, masked: bool, cache_dir: str | os.PathLike,
-               split: str, processes: int | None = None) -> np.memmap:
+               split: str, processes: int | None = None, identity: str | None = None,
+               backward: bool = False) -> np.memmap:
     """The split's token ids end to end, memory-mapped from `<cache_dir>/<split>-<hash>.<dtype>.bin`,
-    written once per (texts, tokenizer) and reused after that."""
-    tokenize = tokenize_function(tokenizer, column, masked)
+    written once per (texts, tokenizer) and reused after that. A Dataset is known by its `datasets`
+    fingerprint; a stream has none, so its caller names it (`identity`: where it comes from)."""
+    if isinstance(texts, IterableDataset) and identity is None:
+        raise ValueError("a streamed text needs an identity for its token file")
+    tokenize = tokenize_function(tokenizer, column, masked, backward)
     dtype = token_dtype(len(tokenizer))
     streamed = isinstance(texts, IterableDataset)
-    key = hashlib.sha256(repr((_identity(texts), _identity(tokenizer), masked, column)).encode()).hexdigest()[:16]
+    source = identity if identity is not None else _identity(texts)
+    key = hashlib.sha256(repr((source, _identity(tokenizer), masked, column, backward)).encode()).hexdigest()[:16]
     path = Path(cache_dir) / f"{split}-{key}.{dtype.name}.bin"
     if not path.exists():
         if streamed:
@@ -83,11 +89,7 @@ def _identity(obj) -> str:
     # datasets' fingerprint of a Dataset (its data and every transform), or of any picklable object.
     from datasets.fingerprint import Hasher
 
-    if isinstance(obj, Dataset):
-        return obj._fingerprint
-    if isinstance(obj, IterableDataset):
-        return Hasher.hash(obj._ex_iterable) + Hasher.hash(obj.info)
-    return Hasher.hash(obj)
+    return obj._fingerprint if isinstance(obj, Dataset) else Hasher.hash(obj)
 
 
 def _streamed_ids(texts: IterableDataset, tokenize) -> Iterable[np.ndarray]:

@@ -93,7 +93,11 @@ def check_stage_data(recipe: LoadedRecipe, name: str, read: dict) -> str | None:
                                    f"{len(test):,} test examples")
             else:
                 train, held_out = lm_text_splits(stage.data, seed)
-                read[key] = f"{len(train):,} training texts, {len(held_out):,} held out for perplexity"
+                if stage.data.streaming:  # counting would read the whole stream
+                    next(iter(train))
+                    read[key] = "streamed (training and held-out text read as they are used)"
+                else:
+                    read[key] = f"{len(train):,} training texts, {len(held_out):,} held out for perplexity"
         except DataError as err:
             raise DataError(f"{where}: {err}") from None
     return f"[{name}] data {source_name(stage.data)}: {read[key]}"

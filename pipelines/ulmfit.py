@@ -5,6 +5,7 @@
 - GradualUnfreezing: gradual unfreezing (sec. 3.3)
 - concat_pool: concat pooling h_c = [h_T, maxpool(H), meanpool(H)] (sec. 3.3)
 - encode_bpt3c: BPT3C, documents read in bptt-sized chunks (sec. 3.3)
+- reverse_tokens: a backward model's input, for the bidirectional classifier (sec. 4)
 """
 
 from __future__ import annotations
@@ -171,3 +172,15 @@ def encode_bpt3c(body: nn.Module, input_ids: torch.Tensor, attention_mask: torch
             out = body(input_ids=ids, attention_mask=mask)
         outputs.append(out.last_hidden_state)
     return torch.cat(outputs, dim=1)
+
+
+def reverse_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Each row's tokens in reverse order, padding left where it was (either side): a backward
+    model reads the document last token first, as its language model was trained."""
+    mask = attention_mask.to(torch.bool)
+    positions = torch.arange(input_ids.size(1), device=input_ids.device).expand_as(input_ids)
+    # The real tokens' positions in order, then the padding's (a stable sort on "is padding").
+    order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)
+    rank = mask.cumsum(dim=1) - 1  # k for the k-th real token
+    source = order.gather(1, (mask.sum(dim=1, keepdim=True) - 1 - rank).clamp(min=0))
+    return input_ids.gather(1, torch.where(mask, source, positions))

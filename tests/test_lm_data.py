@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 from accelerate.data_loader import BatchSamplerShard
-from datasets import Dataset
+from datasets import Dataset, IterableDataset
 from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 
 from pipelines.errors import DataError
@@ -45,10 +45,20 @@ def test_token_file_is_each_text_then_eos_and_is_written_once(tmp_path, tokenize
     assert again.tolist() == expected and len(list(tmp_path.iterdir())) == 1
 
 
+def test_a_backward_token_file_reverses_each_document_then_ends_it(tmp_path, tokenizer):
+    texts = Dataset.from_dict({"text": TEXTS[:2]})
+    ids = token_file(texts, tokenizer, "text", False, tmp_path, "train", backward=True)
+    first, second = (tokenizer(t, add_special_tokens=False)["input_ids"] for t in TEXTS[:2])
+    eos = tokenizer.eos_token_id
+    assert ids.tolist() == first[::-1] + [eos] + second[::-1] + [eos]
+    assert len(list(tmp_path.iterdir())) == 1 and token_file(texts, tokenizer, "text", False, tmp_path, "train")[0] == first[0]
+
+
 def test_streamed_texts_give_the_same_tokens_and_blocks_as_in_memory(tmp_path, tokenizer):
     texts = Dataset.from_dict({"text": TEXTS * 300})  # more than one tokenizer batch
     in_memory = token_file(texts, tokenizer, "text", False, tmp_path / "a", "train", processes=2)
-    streamed = token_file(texts.to_iterable_dataset(num_shards=3), tokenizer, "text", False, tmp_path / "b", "train")
+    streamed = token_file(texts.to_iterable_dataset(num_shards=3), tokenizer, "text", False, tmp_path / "b", "train",
+                          identity="the same texts")
     assert np.array_equal(in_memory, streamed)
     for blocks in (lambda ids: ShuffledBlocks(ids, 16), lambda ids: StreamBlocks(ids, rows=4, bptt=16)):
         a, b = blocks(in_memory), blocks(streamed)
@@ -139,3 +149,29 @@ def test_without_carry_state_every_batch_starts_from_zeros(tmp_path):
                                         with_kwargs=True)
     trainer.train()
     assert given == [None] * 4
+
+
+def test_a_streamed_recipe_reads_the_same_texts_as_an_in_memory_one(tmp_path, tokenizer):
+    """data.streaming: the same training and held-out texts (empty ones dropped, max_texts the
+    first ones) and so the same token files and blocks, without loading the dataset."""
+    import pandas as pd
+
+    from pipelines.config import DataConfig
+    from pipelines.data import lm_text_splits
+
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    pd.DataFrame({"text": TEXTS * 40}).to_csv(folder / "train.csv", index=False)
+    pd.DataFrame({"text": TEXTS[::-1] * 4}).to_csv(folder / "validation.csv", index=False)
+    files = {}
+    for streaming in (False, True):
+        data = DataConfig(path=str(folder), validation_split="validation", max_texts=150, streaming=streaming)
+        train, valid = lm_text_splits(data, seed=0)
+        assert isinstance(train, IterableDataset) == streaming
+        if not streaming:  # in memory, max_texts takes a seeded sample: compare with the first 150 instead
+            train = Dataset.from_dict({"text": [t for t in TEXTS * 40 if t][:150]})
+        files[streaming] = [token_file(texts, tokenizer, "text", False, tmp_path / str(streaming), split,
+                                       identity=f"{split} {streaming}" if streaming else None)
+                            for split, texts in (("train", train), ("validation", valid))]
+    for in_memory, streamed in zip(files[False], files[True]):
+        assert len(in_memory) > 0 and np.array_equal(in_memory, streamed)

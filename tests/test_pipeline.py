@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import tiny_recipe, write_recipe
 from huggingface_hub import ModelCard
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from pipelines.cli import main
 
@@ -206,3 +206,29 @@ def test_the_classifier_trains_what_freeze_body_and_peft_say(awd_run, setting):
             assert trainable and not body
         else:
             assert any("lora_" in n for n in trainable) and not body
+
+
+def test_a_backward_language_model_gives_a_backward_classifier(tmp_path, topic_data):
+    """direction: backward trains the LM on reversed documents, is saved in its config, and the
+    classifier built on it reads backward (classify.direction left unset); reading it forward, or
+    continuing it forward, is refused."""
+    from pipelines.cli import main
+
+    recipe = tiny_recipe(topic_data, tmp_path / "run")
+    recipe["run"]["stages"] = ["tokenizer", "pretrain", "classify"]
+    recipe["pretrain"]["direction"] = "backward"
+    recipe["pretrain"]["training"]["num_train_epochs"] = 2
+    recipe["classify"].update(init_from="${pretrain.output_dir}", examples_per_class=2)
+    recipe["classify"]["training"]["num_train_epochs"] = 1
+    path = write_recipe(tmp_path / "r.yaml", recipe)
+    assert main(["run", str(path)]) == 0
+    run = tmp_path / "run"
+    assert metrics(run / "pretrain")["direction"] == "backward"
+    assert AutoConfig.from_pretrained(run / "pretrain").direction == "backward"
+    assert AutoConfig.from_pretrained(run / "classifier").direction == "backward"
+    assert main(["run", str(path), "classify.direction=forward", "--stage", "classify"]) == 2
+    recipe["run"]["stages"] = ["lm_finetune"]
+    recipe["lm_finetune"].update(init_from=str(run / "pretrain"), direction="forward")
+    assert main(["run", str(write_recipe(tmp_path / "f.yaml", recipe))]) == 2
+    for folder in ("pretrain", "classifier"):
+        assert "backward" in (run / folder / "README.md").read_text()  # the cards say which way it reads

@@ -35,8 +35,13 @@ def test_imdb_ulmfit_recipe_has_the_papers_hyperparameters(monkeypatch):
     recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes/imdb/ulmfit.yaml").config
     model = recipe.pretrain.model.config
     assert (model["embedding_size"], model["hidden_size"], model["num_hidden_layers"]) == (400, 1150, 3)
-    assert [model[k] for k in ("output_dropout", "hidden_dropout", "input_dropout", "embedding_dropout",
-                               "weight_dropout")] == [0.4, 0.3, 0.4, 0.05, 0.5]
+    # fastai's: LM-strength dropouts for the language models (the continued one scaled by 0.3); the
+    # paper's 0.4 / 0.3 / 0.4 / 0.05 / 0.5 are the classifier's (CLASSIFIER_DROPOUTS), scaled by 0.5
+    names = ("output_dropout", "hidden_dropout", "input_dropout", "embedding_dropout", "weight_dropout")
+    assert [model[k] for k in names] == [0.1, 0.15, 0.25, 0.02, 0.2]
+    assert recipe.lm_finetune.model.config == {"drop_mult": 0.3} and recipe.classify.model.config == {"drop_mult": 0.5}
+    from pipelines.models.awd_lstm import CLASSIFIER_DROPOUTS
+    assert [CLASSIFIER_DROPOUTS[k] for k in names] == [0.4, 0.3, 0.4, 0.05, 0.5]
     assert recipe.pretrain.block_size == 70 and recipe.pretrain.data.path == "Salesforce/wikitext"
     assert recipe.lm_finetune.data.unlabeled_splits == ["unsupervised"]
     train = recipe.classify.training

@@ -258,3 +258,42 @@ def test_setfit_arm_trains_on_the_sweeps_subset(tmp_path, topic_data, monkeypatc
     assert rows["setfit"]["labeled_subset"] == rows["tfidf_lr"]["labeled_subset"] == labeled_subset_id(indices)
     assert rows["setfit"]["method"] == "setfit" and rows["setfit"]["cell_seconds"] > 0
     assert rows["setfit"]["accuracy"] > 1 / 3  # the topics are easy
+
+
+def ensemble_plan(tmp_path, awd_run, topic_data, **definition):
+    recipe = cells_recipe(tmp_path, awd_run[0], topic_data, arms=["frozen_probe", "tfidf_lr", "both"],
+                          arm_definitions={"both": {"ensemble": ["frozen_probe", "tfidf_lr"], **definition}})
+    plan = plan_sweep(recipe)
+    return plan, sweep_data(plan)[0]
+
+
+def test_an_ensemble_cell_averages_its_members_probabilities_and_reuses_their_cells(tmp_path, awd_run, topic_data,
+                                                                                      monkeypatch):
+    from accelerate import PartialState
+
+    plan, data = ensemble_plan(tmp_path, awd_run, topic_data)
+    assert [m.name for m in plan.arms["both"].members] == ["frozen_probe", "tfidf_lr"]
+    cell = CellRunner(plan.arms["both"], data, PartialState(), tmp_path / "work", {}).run(4, seed=1)
+    # Each member alone, trained on the cell's examples: the ensemble's row is their mean's accuracy.
+    train = data.train.select(stratified_indices(data.train_labels, 4, 1))
+    members = [runner({"plan": plan, "data": data, "tmp": tmp_path}, name).method.fit(
+        list(train["text"]), list(train["label"]), seed=1).predict_proba(data.test_texts) for name in ("frozen_probe", "tfidf_lr")]
+    accuracy = lambda p: float(np.mean(np.argmax(p, axis=-1) == data.test_labels))  # noqa: E731
+    assert cell["accuracy"] == pytest.approx(accuracy(np.mean(members, axis=0)))
+    assert cell["member_accuracy"] == pytest.approx({"frozen_probe": accuracy(members[0]), "tfidf_lr": accuracy(members[1])})
+    # In a sweep, members that ran as arms before it are not trained again for the ensemble.
+    scored = {}
+    for name in ("frozen_probe", "tfidf_lr"):
+        CellRunner(plan.arms[name], data, PartialState(), tmp_path / "work", {}, scored).run(4, seed=1)
+    for method in ("probe", "tfidf"):
+        monkeypatch.setattr(METHODS[method], "fit", lambda *a, **k: pytest.fail("a member trained twice"))
+    again = CellRunner(plan.arms["both"], data, PartialState(), tmp_path / "work", {}, scored).run(4, seed=1)
+    assert again["accuracy"] == cell["accuracy"]
+
+
+def test_ensemble_definitions_are_checked(tmp_path, awd_run, topic_data):
+    with pytest.raises(RecipeError, match="two or more different arms"):
+        plan_sweep(cells_recipe(tmp_path, awd_run[0], topic_data, arms=["tfidf_lr", "one"],
+                                arm_definitions={"one": {"ensemble": ["tfidf_lr", "tfidf_lr"]}}))
+    with pytest.raises(RecipeError, match="self-train its members"):
+        ensemble_plan(tmp_path, awd_run, topic_data, self_training={"student": "tfidf_lr"})

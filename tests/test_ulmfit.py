@@ -12,7 +12,7 @@ from pipelines.models.classifier import TransferClassifier
 from pipelines.trainer import ULMFiTTrainer
 from pipelines.training_args import build_training_args
 from pipelines.ulmfit import (concat_pool, discriminative_param_groups, encode_bpt3c, groups_to_train, layer_groups,
-                              slanted_triangular)
+                              reverse_tokens, slanted_triangular)
 
 V = 40
 NO_DROPOUT = dict(output_dropout=0.0, hidden_dropout=0.0, input_dropout=0.0, embedding_dropout=0.0, weight_dropout=0.0)
@@ -234,6 +234,36 @@ def test_padding_changes_nothing(make_body):
         alone = model(input_ids=ids).logits
         in_batch = model(input_ids=padded, attention_mask=mask).logits
     torch.testing.assert_close(alone, in_batch, rtol=1e-4, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- backward classifiers
+
+
+def test_reverse_tokens_reverses_each_rows_real_tokens_and_keeps_its_padding():
+    ids = torch.tensor([[1, 2, 3, 0, 0], [0, 0, 4, 5, 6], [7, 8, 9, 10, 11]])
+    mask = torch.tensor([[1, 1, 1, 0, 0], [0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    reversed_ids = reverse_tokens(ids, mask)
+    assert reversed_ids.tolist() == [[3, 2, 1, 0, 0], [0, 0, 6, 5, 4], [11, 10, 9, 8, 7]]
+    assert torch.equal(reverse_tokens(reversed_ids, mask), ids)
+
+
+@pytest.mark.parametrize("make_body", [awd_body, llama_body])
+def test_a_backward_classifier_is_the_forward_one_reading_the_reversed_document(make_body):
+    """Reversed inside the model, so a saved backward classifier needs no help at prediction time;
+    padding stays where it was, so pooling still reads only the document's tokens."""
+    kwargs = NO_DROPOUT if make_body is awd_body else {}
+    forward = classifier(make_body(**kwargs), bptt=4).eval()
+    backward = classifier(make_body(**kwargs), bptt=4).eval()
+    backward.config.direction = "backward"
+    backward.load_state_dict(forward.state_dict())
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10, 0, 0], [11, 12, 13, 14, 15, 16, 17, 18]])
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1, 0, 0], [1] * 8])
+    by_hand = torch.tensor([[10, 9, 8, 7, 6, 5, 0, 0], [18, 17, 16, 15, 14, 13, 12, 11]])
+    with torch.no_grad():
+        torch.testing.assert_close(backward(input_ids=ids, attention_mask=mask).logits,
+                                   forward(input_ids=by_hand, attention_mask=mask).logits)
+        assert not torch.allclose(backward(input_ids=ids, attention_mask=mask).logits,
+                                  forward(input_ids=ids, attention_mask=mask).logits)
 
 
 # --------------------------------------------------------------------------- BPT3C

@@ -16,7 +16,7 @@ from transformers import (AutoConfig, AutoModel, AutoModelForSequenceClassificat
 from transformers.configuration_utils import SubConfigSpec
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from ..ulmfit import concat_pool, encode_bpt3c
+from ..ulmfit import concat_pool, encode_bpt3c, reverse_tokens
 from .awd_lstm import AwdLstmConfig, AwdLstmModel
 
 
@@ -26,6 +26,8 @@ class TransferClassifierConfig(PreTrainedConfig):
 
     backbone: dict | PreTrainedConfig | None = None
     pooling: str = "concat"  # concat | last | mean
+    # forward, or backward: each document read last token first (the body is a backward LM's).
+    direction: str = "forward"
     head_hidden: int = 50
     head_dropout: float = 0.1
     bptt: int = 70
@@ -116,6 +118,8 @@ class TransferClassifier(PreTrainedModel):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         input_ids, attention_mask = input_ids[:, :self.config.max_tokens], attention_mask[:, :self.config.max_tokens]
+        if self.config.direction == "backward":  # (the same tokens as forward: the document's first max_tokens)
+            input_ids = reverse_tokens(input_ids, attention_mask)
         logits = self.head(self.pool(input_ids, attention_mask).float())
         loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
@@ -132,7 +136,7 @@ class AwdLstmForSequenceClassification(TransferClassifier):
 
     def __init__(self, config: AwdLstmConfig):
         defaults = TransferClassifierConfig()
-        for key in ("pooling", "head_hidden", "head_dropout", "bptt", "max_tokens"):
+        for key in ("pooling", "direction", "head_hidden", "head_dropout", "bptt", "max_tokens"):
             if not hasattr(config, key):
                 setattr(config, key, getattr(defaults, key))
         PreTrainedModel.__init__(self, config)

@@ -15,6 +15,7 @@ from ..backbones import (body_config, load_body, load_tokenizer, new_language_mo
                          tokenizer_source)
 from ..config import ClassifyStage
 from ..data import classification_splits, dev_split_indices
+from ..errors import RecipeError
 from ..metrics import classification_metrics
 from ..models.classifier import TransferClassifier
 from ..peft_adapters import apply_lora, merge_lora
@@ -86,11 +87,15 @@ def build_classifier(cfg: ClassifyStage, tokenizer, label_names: list[str], wher
     else:
         lm = new_language_model(cfg.model, tokenizer, "causal", where)
         body = random_body_like(getattr(lm, lm.base_model_prefix))
+    direction = getattr(body.config, "direction", "forward")  # the direction its language model read
+    if cfg.direction is not None and cfg.direction != direction and not cfg.random_init:
+        raise RecipeError(f"{where}.direction: {cfg.direction}, but init_from's language model reads {direction}")
+    direction = cfg.direction or direction
     recurrent = getattr(body, "is_recurrent", False)
     context = getattr(body.config, "max_position_embeddings", None) or cfg.max_length
     bptt = cfg.bptt or (RECURRENT_BPTT if recurrent else min(context, cfg.max_length))
     model = TransferClassifier.from_body(
-        body, num_labels=len(label_names), pooling=cfg.pooling, head_hidden=cfg.head_hidden,
+        body, num_labels=len(label_names), pooling=cfg.pooling, direction=direction, head_hidden=cfg.head_hidden,
         head_dropout=cfg.head_dropout, bptt=bptt, max_tokens=cfg.max_length, pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     if cfg.freeze_body:

@@ -4,10 +4,14 @@ masked LM for encoder checkpoints. Reports held-out perplexity."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import time
 from pathlib import Path
 
+import datasets
+from datasets import IterableDataset
 from transformers import DataCollatorForLanguageModeling, TrainerCallback
 
 from ..backbones import load_language_model, load_tokenizer, new_language_model, tokenizer_source
@@ -34,6 +38,12 @@ def run(ctx) -> dict:
     masked = "MaskedLM" in type(model).__name__
     if masked and tokenizer.mask_token is None:
         raise RecipeError(f"{ctx.recipe.path}: {ctx.name}: masked-LM objective but the tokenizer has no mask token")
+    if masked and cfg.direction == "backward":
+        raise RecipeError(f"{ctx.recipe.path}: {ctx.name}.direction: backward is for causal LMs, this one is masked")
+    if cfg.init_from and getattr(model.config, "direction", "forward") != cfg.direction:
+        raise RecipeError(f"{ctx.recipe.path}: {ctx.name}.direction: {cfg.direction}, but init_from's LM reads "
+                          f"{model.config.direction}; continue it in its own direction")
+    model.config.direction = cfg.direction  # saved with the model: classifiers and cards read it
     if masked:  # same loss and gradients; measured on all-MiniLM-L6-v2: 2.3 s per step, not 5.9 s
         score_masked_positions_only(model)
     # 4. tokenize once into token files (cached); cut into blocks: independent shuffled blocks, or for
@@ -44,8 +54,11 @@ def run(ctx) -> dict:
                           "state to carry")
     args = build_training_args(cfg.training, str(ctx.work_dir), seed=ctx.seed, **stage_overrides(cfg, carry_state))
     with ctx.state.main_process_first():
+        # A stream is known by where it comes from (it has no fingerprint); the seed does not change it.
+        streamed = json.dumps(dataclasses.asdict(cfg.data), sort_keys=True) if cfg.data.streaming else None
         tokens = {split: token_file(texts, tokenizer, cfg.data.text_column, masked, token_cache(texts, ctx.work_dir),
-                                    split, cfg.tokenize_processes)
+                                    split, cfg.tokenize_processes, identity=streamed,
+                                    backward=cfg.direction == "backward")
                   for split, texts in (("train", train_texts), ("validation", valid_texts))}
     if carry_state:
         processes = args.world_size
@@ -73,6 +86,7 @@ def run(ctx) -> dict:
     trained_seconds = elapsed.at_step.get(trainer.state.global_step) or result.metrics["train_runtime"]
     return {
         "objective": "masked" if masked else "causal",
+        "direction": cfg.direction,
         "eval_loss": evaluation["eval_loss"],
         "eval_perplexity": math.exp(min(evaluation["eval_loss"], 50)),
         "eval_perplexity_before_training": None if before is None else math.exp(min(before, 50)),
@@ -138,6 +152,9 @@ def _eval_rows(tokens, args, bptt: int) -> int:
 
 def token_cache(texts, work_dir) -> Path:
     """Token files live beside the dataset's own cache files (so every stage and sweep arm reading
-    the same text reuses them), or in the stage's work folder for in-memory data."""
+    the same text reuses them), a stream's in the `datasets` cache, in-memory data's in the stage's
+    work folder."""
+    if isinstance(texts, IterableDataset):
+        return Path(datasets.config.HF_DATASETS_CACHE) / "lm-transfer-tokens"
     files = getattr(texts, "cache_files", None)
     return Path(files[0]["filename"]).parent / "lm-transfer-tokens" if files else Path(work_dir) / "tokens"

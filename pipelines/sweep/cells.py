@@ -52,8 +52,12 @@ class CellRunner:
     """Runs the cells of one arm. `methods` holds one method object per arm name, shared by the
     runners of a sweep (a frozen_probe student reuses frozen_probe's encoded texts)."""
 
-    def __init__(self, arm: Arm, data: CellData, state, work_dir: Path, methods: dict[str, CellMethod]):
+    def __init__(self, arm: Arm, data: CellData, state, work_dir: Path, methods: dict[str, CellMethod],
+                 scored: dict | None = None):
         self.arm, self.data, self.state, self.work_dir = arm, data, state, work_dir
+        # The test probabilities and training seconds of the sweep's finished cells by (arm fingerprint,
+        # examples per class, seed): what an ensemble reuses of its members' cells.
+        self.scored = {} if scored is None else scored
 
         def method_of(of: Arm) -> CellMethod:
             if of.name not in methods:
@@ -61,6 +65,7 @@ class CellRunner:
             return methods[of.name]
 
         self.method = method_of(arm)
+        self.members = [method_of(member) for member in arm.members]
         self.self_training = None
         if arm.self_training is not None:
             pool = data.unlabeled if data.unlabeled is not None else list(data.train["text"])
@@ -70,6 +75,8 @@ class CellRunner:
     @property
     def everywhere(self) -> bool:
         """Every process runs the cell (a Trainer in it); otherwise the main process alone."""
+        if self.members:
+            return any(member.everywhere for member in self.members)
         return (self.self_training or self.method).everywhere
 
     def run(self, per_class: int, seed: int) -> dict:
@@ -89,11 +96,14 @@ class CellRunner:
             return float(np.mean(np.argmax(test_probabilities(fitted), axis=-1) == self.data.test_labels))
 
         with _library_progress_bars_off():
-            if self.self_training is not None:
+            if self.members:
+                fitted = self._ensemble(texts, labels, per_class, seed)
+            elif self.self_training is not None:
                 fitted = self.self_training.fit(texts, labels, seed, indices, accuracy)
             else:
                 fitted = self.method.fit(texts, labels, seed)
             predicted = np.argmax(test_probabilities(fitted), axis=-1)
+        self.scored[(self.arm.fingerprint, per_class, seed)] = (test_probabilities(fitted), fitted.train_seconds)
         scores = classification_metrics().compute(predictions=predicted, references=self.data.test_labels)
         row = {"arm": self.arm.name, "method": self.arm.method.name, "arm_fingerprint": self.arm.fingerprint,
                "examples_per_class": per_class, "train_examples": len(indices), "seed": seed,
@@ -106,6 +116,28 @@ class CellRunner:
             self._keep(fitted, per_class, seed, scores, len(indices))
         row["cell_seconds"] = round(time.time() - started, 2)
         return row
+
+    def _ensemble(self, texts: list[str], labels: list[int], per_class: int, seed: int) -> Fitted:
+        """The mean of the members' class probabilities on the test texts (ULMFiT sec. 4), each member
+        trained on the same labeled examples, or taken from its own cell of this sweep."""
+        probabilities, seconds, accuracies = [], 0.0, {}
+        for member, method in zip(self.arm.members, self.members):
+            key = (member.fingerprint, per_class, seed)
+            if key not in self.scored:
+                fitted = method.fit(texts, labels, seed)
+                self.scored[key] = (fitted.predict_proba(self.data.test_texts), fitted.train_seconds)
+            probabilities.append(self.scored[key][0])
+            seconds += self.scored[key][1]
+            accuracies[member.name] = float(np.mean(np.argmax(probabilities[-1], axis=-1) == self.data.test_labels))
+        mean = np.mean(probabilities, axis=0)
+
+        def predict_proba(given: list[str]) -> np.ndarray:
+            if given is not self.data.test_texts:
+                raise ValueError("an ensemble cell scores the sweep's test texts only")
+            return mean
+
+        # Training seconds: the members' (whether trained here or in their own cells).
+        return Fitted(predict_proba, seconds, details={"member_accuracy": accuracies})
 
     def _keep(self, fitted: Fitted, per_class: int, seed: int, scores: dict, train_examples: int) -> None:
         """A kept cell's classifier gets what a classify stage's folder has (metrics.json, the

@@ -29,9 +29,10 @@ class Plan:
 
     @property
     def arms_with_students(self) -> list[Arm]:
-        """Every arm that trains in a cell: the sweep's and self-training's students."""
-        students = [arm.student for arm in self.arms.values() if arm.student and arm.student.name not in self.arms]
-        return [*self.arms.values(), *dict((s.name, s) for s in students).values()]
+        """Every arm that trains in a cell: the sweep's, self-training's students and ensembles' members."""
+        helpers = [helper for arm in self.arms.values() for helper in [arm.student, *arm.members]
+                   if helper is not None and helper.name not in self.arms]
+        return [*self.arms.values(), *dict((h.name, h) for h in helpers).values()]
 
     def curve_cells(self, budgets: list[int]) -> list[tuple[int, int, str]]:
         """(examples per class, seed, arm) of the learning curves: the sweep's arms at its budgets."""

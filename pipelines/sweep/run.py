@@ -48,16 +48,16 @@ def run_sweep(recipe: LoadedRecipe, command: str | None = None) -> dict:
     pending = [cell for key, cell in planned.items() if key not in done]
     say_on_main(state, f"sweep {recipe.config.run.name}: {len(plan.arms)} arms, budgets {budgets} per class, seeds "
                 f"{list(sweep.seeds)}: {len(cells)} cells, {len(done)} already in {results_path}, {len(pending)} to run")
-    # 3. LM stages of the arms that still have cells (and of their self-training students), each
-    # built once: identical stages share a folder
+    # 3. LM stages of the arms that still have cells (and of their self-training students and
+    # ensemble members), each built once: identical stages share a folder
     for name in dict.fromkeys(arm for _, _, arm in pending):
         arm = plan.arms[name]
-        for trains in [arm, *([arm.student] if arm.student else [])]:
+        for trains in [arm, *([arm.student] if arm.student else []), *arm.members]:
             if trains.recipe.config.run.stages:
                 say_on_main(state, f"[arm {trains.name}] language model: {' -> '.join(trains.recipe.config.run.stages)}")
                 run_recipe(trains.recipe, check=False)
     # 4. cells, written as they finish
-    runners, methods = {}, {}
+    runners, methods, scored = {}, {}, {}
     bar = tqdm(total=len(pending), desc="sweep cells", unit="cell", disable=not state.is_main_process)
 
     def record(row: dict) -> None:
@@ -67,7 +67,7 @@ def run_sweep(recipe: LoadedRecipe, command: str | None = None) -> dict:
 
     for per_class, seed, name in pending:
         if name not in runners:
-            runners[name] = CellRunner(plan.arms[name], data, state, out / "work", methods)
+            runners[name] = CellRunner(plan.arms[name], data, state, out / "work", methods, scored)
         runner = runners[name]
         if runner.everywhere:  # Trainer uses every process
             row = runner.run(per_class, seed)
