@@ -208,7 +208,7 @@ def test_the_classifier_trains_what_freeze_body_and_peft_say(awd_run, setting):
             assert any("lora_" in n for n in trainable) and not body
 
 
-def test_a_backward_language_model_gives_a_backward_classifier(tmp_path, topic_data):
+def test_a_backward_language_model_gives_a_backward_classifier(tmp_path, topic_data, monkeypatch):
     """direction: backward trains the LM on reversed documents, is saved in its config, and the
     classifier built on it reads backward (classify.direction left unset); reading it forward, or
     continuing it forward, is refused."""
@@ -221,7 +221,12 @@ def test_a_backward_language_model_gives_a_backward_classifier(tmp_path, topic_d
     recipe["classify"].update(init_from="${pretrain.output_dir}", examples_per_class=2)
     recipe["classify"]["training"]["num_train_epochs"] = 1
     path = write_recipe(tmp_path / "r.yaml", recipe)
+    import pipelines.stages.lm as lm_stage
+
+    reversed_text, token_file = [], lm_stage.token_file
+    monkeypatch.setattr(lm_stage, "token_file", lambda *a, **k: reversed_text.append(k["backward"]) or token_file(*a, **k))
     assert main(["run", str(path)]) == 0
+    assert reversed_text == [True, True]  # its training and held-out text, each document reversed
     run = tmp_path / "run"
     assert metrics(run / "pretrain")["direction"] == "backward"
     assert AutoConfig.from_pretrained(run / "pretrain").direction == "backward"
