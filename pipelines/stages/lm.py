@@ -19,7 +19,7 @@ from ..data import lm_text_splits
 from ..lm_data import ShuffledBlocks, StreamBlocks, token_file
 from ..errors import RecipeError
 from ..masked_lm import score_masked_positions_only
-from ..trainer import ULMFiTTrainer
+from ..trainer import ULMFiTTrainer, checkpoint_step
 from ..training_args import build_training_args, precision
 
 
@@ -74,14 +74,16 @@ def run(ctx) -> dict:
                             callbacks=[elapsed := ElapsedSeconds()])
     # A continued LM is scored on the new text first, so the gain from fine-tuning is measured.
     before = trainer.evaluate()["eval_loss"] if cfg.init_from else None
-    result = trainer.train(resume_from_checkpoint=ctx.resume_checkpoint())
+    resume = ctx.resume_checkpoint()
+    result = trainer.train(resume_from_checkpoint=resume)
     evaluation = trainer.evaluate()
     # 6. save what goes to the Hub: weights, config, tokenizer (not Trainer's training_args.bin)
     if ctx.state.is_main_process:
         trainer.model.save_pretrained(ctx.partial_dir)
         tokenizer.save_pretrained(ctx.partial_dir)
     tokens_per_block = len(tokens["train"]) / len(blocks["train"])
-    trained_tokens = trainer.state.global_step * args.train_batch_size * args.gradient_accumulation_steps \
+    steps_run = trainer.state.global_step - (checkpoint_step(resume) if resume else 0)  # (a resumed run: its own)
+    trained_tokens = steps_run * args.train_batch_size * args.gradient_accumulation_steps \
         * args.world_size * tokens_per_block
     trained_seconds = elapsed.at_step.get(trainer.state.global_step) or result.metrics["train_runtime"]
     return {
