@@ -68,30 +68,35 @@ def stage_rows() -> list[dict]:
     return rows
 
 
+def _section(title: str, intro: list[str], columns: list[str]) -> list[str]:
+    """A measured table's heading, how it was measured and its header row."""
+    return ["", f"### {title}", "", *intro, "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
 def write_markdown(path: Path, loop: list[dict], stages: list[dict], scale: list[dict], hardware: str) -> None:
     lines = [MARK, f"## make bench — {time.strftime('%Y-%m-%d')}, {hardware}"]
     if loop:
-        lines += ["", "### Trainer against a hand-written loop", "",
-                  "`python benchmarks/trainer_vs_loop.py --tokenizer runs/bench/tokenizer/tokenizer` (same model, batches,",
-                  "data, threads, bf16 autocast, AdamW, STLR, clipping; 60 steps, best of 2, alternating):", "",
-                  "| model | Trainer tokens/s | loop tokens/s | ratio (target ≥ 0.95) |", "|---|---|---|---|"]
+        lines += _section("Trainer against a hand-written loop", [
+            "`python benchmarks/trainer_vs_loop.py --tokenizer runs/bench/tokenizer/tokenizer` (same model, batches,",
+            "data, threads, bf16 autocast, AdamW, STLR, clipping; 60 steps, best of 2, alternating):"],
+            ["model", "Trainer tokens/s", "loop tokens/s", "ratio (target ≥ 0.95)"])
         lines += [f"| {r['model']} | {r['trainer_tokens_per_second']:,} | {r['loop_tokens_per_second']:,} | {r['ratio']:.3f} |"
                   for r in loop]
     if stages:
-        lines += ["", "### Training tokens/s of every stage, one process against two", "",
-                  "`make run RECIPE=... ARGS=\"<a few steps per stage>\"` with `ACCELERATE_CONFIG=recipes/accelerate/single.yaml`",
-                  "(1 process, 2 threads) and `cpu_2proc.yaml` (2 processes of 1 thread, gloo DDP):", "",
-                  "| recipe | stage | 1 process | 2 processes | 2 / 1 |", "|---|---|---|---|---|"]
+        lines += _section("Training tokens/s of every stage, one process against two", [
+            "`make run RECIPE=... ARGS=\"<a few steps per stage>\"` with `ACCELERATE_CONFIG=recipes/accelerate/single.yaml`",
+            "(1 process, 2 threads) and `cpu_2proc.yaml` (2 processes of 1 thread, gloo DDP):"],
+            ["recipe", "stage", "1 process", "2 processes", "2 / 1"])
         for recipe in dict.fromkeys(r["recipe"] for r in stages):
             for stage in STAGES:
                 one, two = (next(r["tokens_per_second"] for r in stages
                                  if r["recipe"] == recipe and r["stage"] == stage and r["processes"] == p) for p in (1, 2))
                 lines.append(f"| {recipe} | {stage} | {one:,} | {two:,} | {two / one:.2f} |")
     if scale:
-        lines += ["", "### Tokenize + block gutenberg 1x, 4x, 8x", "",
-                  "`python benchmarks/corpus_scale.py --tokenizer runs/bench/tokenizer/tokenizer` (each in a fresh process",
-                  "and an empty cache; peak RSS of the process or its largest tokenizing child):", "",
-                  "| mode | corpus | tokens | seconds | s per 10M tokens | peak RSS (MiB) |", "|---|---|---|---|---|---|"]
+        lines += _section("Tokenize + block gutenberg 1x, 4x, 8x", [
+            "`python benchmarks/corpus_scale.py --tokenizer runs/bench/tokenizer/tokenizer` (each in a fresh process",
+            "and an empty cache; peak RSS of the process or its largest tokenizing child):"],
+            ["mode", "corpus", "tokens", "seconds", "s per 10M tokens", "peak RSS (MiB)"])
         lines += [f"| {r['mode']} | gutenberg x{r['scale']} | {r['tokens'] / 1e6:.1f}M | {r['total_seconds']:.0f} | "
                   f"{10e6 * r['total_seconds'] / r['tokens']:.1f} | {r['peak_rss_mib']:,} |" for r in scale]
     text = path.read_text() if path.exists() else HEADER
