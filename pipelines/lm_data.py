@@ -62,24 +62,22 @@ def token_file(texts: Dataset | IterableDataset, tokenizer, column: str, masked:
     """The split's token ids end to end, memory-mapped from `<cache_dir>/<split>-<hash>.<dtype>.bin`,
     written once per (texts, tokenizer) and reused after that. A Dataset is known by its `datasets`
     fingerprint; a stream has none, so its caller names it (`identity`: where it comes from)."""
-    if isinstance(texts, IterableDataset) and identity is None:
+    streamed = isinstance(texts, IterableDataset)
+    if streamed and identity is None:
         raise ValueError("a streamed text needs an identity for its token file")
     tokenize = tokenize_function(tokenizer, column, masked, backward)
     dtype = token_dtype(len(tokenizer))
-    streamed = isinstance(texts, IterableDataset)
     source = identity if identity is not None else _identity(texts)
     key = hashlib.sha256(repr((source, _identity(tokenizer), masked, column, backward)).encode()).hexdigest()[:16]
     path = Path(cache_dir) / f"{split}-{key}.{dtype.name}.bin"
     if not path.exists():
-        if streamed:
-            pieces = _streamed_ids(texts, tokenize)
-        else:
-            processes = processes or default_processes(texts)
-            tokens = texts.map(tokenize, batched=True, batch_size=TOKENIZE_BATCH, remove_columns=texts.column_names,
-                               num_proc=processes if processes > 1 else None, desc=f"tokenizing {split}")
-            pieces = (pc.list_flatten(batch["input_ids"]).to_numpy()
-                      for batch in tokens.with_format("arrow").iter(batch_size=10 * TOKENIZE_BATCH))
-        _write(pieces, path, dtype)
+        # A Dataset's map is cached by `datasets` and may use several processes; a stream's runs as it is read.
+        processes = 1 if streamed else processes or default_processes(texts)
+        parallel = {} if streamed else {"num_proc": processes if processes > 1 else None, "desc": f"tokenizing {split}"}
+        tokens = texts.map(tokenize, batched=True, batch_size=TOKENIZE_BATCH, remove_columns=texts.column_names or [column],
+                           **parallel)
+        _write((pc.list_flatten(batch["input_ids"]).to_numpy()
+                for batch in tokens.with_format("arrow").iter(batch_size=10 * TOKENIZE_BATCH)), path, dtype)
     if path.stat().st_size == 0:
         raise DataError(f"{split}: the texts gave no tokens")
     return np.memmap(path, dtype=dtype, mode="r")
@@ -90,23 +88,6 @@ def _identity(obj) -> str:
     from datasets.fingerprint import Hasher
 
     return obj._fingerprint if isinstance(obj, Dataset) else Hasher.hash(obj)
-
-
-def _streamed_ids(texts: IterableDataset, tokenize) -> Iterable[np.ndarray]:
-    batch = []
-    for example in texts:
-        batch.append(example)
-        if len(batch) == TOKENIZE_BATCH:
-            yield from _ids_of(batch, tokenize)
-            batch = []
-    if batch:
-        yield from _ids_of(batch, tokenize)
-
-
-def _ids_of(examples: list[dict], tokenize) -> Iterable[np.ndarray]:
-    columns = {key: [e[key] for e in examples] for key in examples[0]}
-    ids = tokenize(columns)["input_ids"]
-    yield np.fromiter((t for seq in ids for t in seq), dtype=np.int64)
 
 
 def _write(pieces: Iterable[np.ndarray], path: Path, dtype: np.dtype) -> None:
