@@ -1,6 +1,6 @@
 """What each stage reads from its dataset (loaded by `sources`): the language model's text, the
 classifier's labeled and test examples, with checks that fail with one clear line; the stratified
-few-shot sampler and LM blocks."""
+few-shot sampler (LM blocks: lm_data)."""
 
 from __future__ import annotations
 
@@ -127,17 +127,6 @@ def unlabeled_texts(data: DataConfig) -> list[str] | None:
         return None
     splits = load_splits(data)
     return [text for name in data.unlabeled_splits for text in _text_split(splits, name, data)[data.text_column]]
-
-
-def group_into_blocks(batch: dict, block_size: int) -> dict:
-    """Concatenates tokenized texts and cuts them into block_size pieces (the remainder is
-    dropped). A corpus shorter than one block still gives one (shorter) block."""
-    ids = [t for seq in batch["input_ids"] for t in seq]
-    usable = (len(ids) // block_size) * block_size
-    blocks = [ids[i:i + block_size] for i in range(0, usable, block_size)]
-    if not blocks and len(ids) >= 2:
-        blocks = [ids]
-    return {"input_ids": blocks}
 
 
 # --------------------------------------------------------------------------- classification

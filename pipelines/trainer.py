@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 from transformers import Trainer, TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .training_args import ULMFiTTrainingArguments
 from .ulmfit import GradualUnfreezing, discriminative_param_groups, stlr_scheduler
@@ -93,7 +94,7 @@ class CarriedState(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         if self.states.get("train") is not None:
-            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
             torch.save(self.states["train"], folder / state_file(args.process_index))
 
 

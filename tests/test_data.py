@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pipelines.config import DataConfig
-from pipelines.data import (classification_splits, dev_split_indices, group_into_blocks, lm_text_splits, load_splits,
+from pipelines.data import (classification_splits, dev_split_indices, lm_text_splits, load_splits,
                             stratified_indices)
 from pipelines.errors import DataError
 from pipelines.metrics import Accuracy, MacroF1, classification_metrics
@@ -37,13 +37,6 @@ def test_dev_split_is_stratified_seeded_and_leaves_every_class_a_training_exampl
     assert dev != dev_split_indices(labels, 0.2, seed=1)[1]
     # one example per class: nothing to hold out
     assert dev_split_indices(np.array([0, 1, 2]), 0.5, seed=0) == ([0, 1, 2], [])
-
-
-def test_blocks_cut_concatenated_text_and_keep_a_short_corpus():
-    # documents run across block boundaries; the remainder (7, 8) is dropped
-    out = group_into_blocks({"input_ids": [[1, 2, 3], [4, 5, 6, 7], [8]]}, block_size=3)
-    assert out["input_ids"] == [[1, 2, 3], [4, 5, 6]]
-    assert group_into_blocks({"input_ids": [[1, 2], [3]]}, block_size=70)["input_ids"] == [[1, 2, 3]]
 
 
 def write(folder, split, rows):
