@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..config import SelfTrainingSection
+from ..sweep_config import SelfTrainingSection
 from .methods import CellMethod, Fitted
 
 # The unlabeled sample's random numbers: [seed, SAMPLE_STREAM, 0] is a stream of its own (the labeled
