@@ -183,6 +183,40 @@ def render_card(folder: Path, stage: str, recipe_path: str, resolved: dict, metr
     return ModelCard(template.render(card_data=card_data.to_yaml(), **{**card_data.to_dict(), **values, **loading}))
 
 
+def write_ensemble_card(folder: Path, recipe_path: str, resolved: dict, metrics: dict) -> ModelCard:
+    """The card of a sweep's kept ensemble (pipelines/ensemble.py): which members it averages, which
+    direction each reads, their accuracies and the ensemble's."""
+    card_section, data = resolved.get("card") or {}, resolved["classify"]["data"]
+    members = []
+    for member in metrics["members"]:
+        path = folder.parent / member["folder"]
+        config = json.loads((path / "config.json").read_text())
+        body = config.get("backbone") or config
+        members.append({**member, "path": str(path), "direction": config.get("direction", "forward"),
+                        "backbone": body["model_type"]})
+    dataset = dataset_id(data_path(data), card_section)
+    split = data["test_split"] + (f" (stratified subset of {metrics['test_examples']:,})"
+                                  if data.get("max_test_examples") else "")
+    eval_results = [EvalResult(task_type="text-classification", dataset_type=dataset or os.path.basename(data_path(data)),
+                               dataset_name=dataset or data_path(data), dataset_split=split, metric_type=metric,
+                               metric_name=name, metric_value=metrics[key], metric_args=args)
+                    for metric, name, key, args in (("accuracy", "Accuracy", "test_accuracy", None),
+                                                    ("f1", "Macro-F1", "test_f1_macro", {"average": "macro"}))]
+    model_name = resolved["run"]["name"]
+    card_data = ModelCardData(model_name=model_name, license=card_section.get("license"),
+                              language=card_section.get("language") or None, pipeline_tag="text-classification",
+                              tags=list(dict.fromkeys(["ulmfit", "lm-transfer", "ensemble", *card_section.get("tags", [])])),
+                              datasets=[dataset] if dataset else None, eval_results=eval_results)
+    text = _templates().get_template("ensemble.md").render(
+        card_data=card_data.to_yaml(), model_name=model_name, members=members, metrics=metrics, data=data,
+        arm=metrics["lm_transfer"]["sweep_cell"]["arm"], recipe_path=recipe_path, folder=str(folder),
+        bidirectional={m["direction"] for m in members} == {"forward", "backward"},
+        backbone=members[0]["backbone"], citations=[entry.strip() for entry in card_section.get("citations", [])])
+    card = ModelCard(text)
+    card.save(folder / CARD)
+    return card
+
+
 def _loading(config: dict, stage: str, metrics: dict, card_section: dict, output_dir: str) -> dict:
     """What a card's code notice and How to load say (_code_notice.md, _how_to_load.md), for
     loading with lm-transfer installed."""

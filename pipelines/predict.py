@@ -1,7 +1,8 @@
-"""`lm-transfer predict FOLDER DATA`: a trained classifier labels every text of DATA (anything
-`data.path` takes: a CSV / JSON Lines / Parquet / text file, a folder, a Hub id) and writes each
-text's label and class probabilities as CSV; when DATA has labels, it also reports accuracy and
-macro-F1 through the package's metric modules.
+"""`lm-transfer predict FOLDER DATA`: a trained classifier (or a sweep's kept ensemble: its members'
+mean probabilities) labels every text of DATA (anything `data.path` takes: a CSV / JSON Lines /
+Parquet / text file, a folder, a Hub id) and writes each text's label and class probabilities as
+CSV; when DATA has labels, it also reports accuracy and macro-F1 through the package's metric
+modules.
 
 Steps: check the folder holds a classifier -> read DATA's split -> predict through transformers'
 text-classification pipeline (what a user of the published model runs) with a progress bar ->
@@ -17,6 +18,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .config import DataConfig
+from .ensemble import is_ensemble, member_folders
 from .errors import LmTransferError
 
 
@@ -74,8 +76,13 @@ def predict(folder: str | Path, data_path: str, output: str | Path = "prediction
         raise PredictError(f"--output {output}: is a folder; give the CSV file to write")
     if batch_size < 1:
         raise PredictError(f"--batch-size {batch_size}: must be at least 1")
-    classify = load_classifier(folder)
-    labels = [classify.model.config.id2label[i] for i in range(len(classify.model.config.id2label))]
+    members = member_folders(folder) if is_ensemble(folder) else [folder]
+    classifiers = [load_classifier(member) for member in members]
+    labels = _labels(classifiers[0])
+    for member, classify in zip(members[1:], classifiers[1:]):
+        if _labels(classify) != labels:
+            raise PredictError(f"{folder}: member {member} has the labels {', '.join(_labels(classify))}, "
+                               f"not {', '.join(labels)}: an ensemble averages classifiers of the same labels")
     data = DataConfig(path=data_path, text_column=text_column, label_column=label_column, encoding=encoding)
     read, ds = read_texts(data, split)
     truth = label_names_of(ds, data) if label_column in ds.column_names else None
@@ -86,7 +93,7 @@ def predict(folder: str | Path, data_path: str, output: str | Path = "prediction
                                f"(its labels: {', '.join(labels)}); set --label-column, or --label-column '' to "
                                "predict without scoring")
     texts = [t if isinstance(t, str) else "" for t in ds[text_column]]
-    rows = _predict_rows(classify, texts, labels, batch_size)
+    rows = _mean_rows([_predict_rows(classify, texts, labels, batch_size) for classify in classifiers], labels)
     _write_csv(Path(output), rows, labels, truth)
     print(f"predicted {len(texts):,} texts ({read}) with {folder}: {output}", file=sys.stderr)
     if truth is None:
@@ -96,6 +103,24 @@ def predict(folder: str | Path, data_path: str, output: str | Path = "prediction
     scores = classification_metrics().compute(predictions=[index[p] for p, _ in scored],
                                               references=[index[t] for _, t in scored])
     return {"examples": len(scored), **scores}
+
+
+def _labels(classify) -> list[str]:
+    return [classify.model.config.id2label[i] for i in range(len(classify.model.config.id2label))]
+
+
+def _mean_rows(per_member: list[list[dict]], labels: list[str]) -> list[dict]:
+    """One classifier's rows as they are; an ensemble's: each text's mean class probabilities."""
+    if len(per_member) == 1:
+        return per_member[0]
+    rows = []
+    for texts_rows in zip(*per_member):
+        if texts_rows[0]["probabilities"] is None:
+            rows.append(texts_rows[0])
+            continue
+        mean = [sum(values) / len(values) for values in zip(*(row["probabilities"] for row in texts_rows))]
+        rows.append({"label": labels[mean.index(max(mean))], "probabilities": mean})
+    return rows
 
 
 def _predict_rows(classify, texts: list[str], labels: list[str], batch_size: int) -> list[dict]:

@@ -30,6 +30,7 @@ from huggingface_hub import HfApi, ModelCard, constants, get_token, is_offline_m
 from huggingface_hub.errors import HfHubHTTPError
 
 from .cards import CARD, initial_weights, with_modeling_code
+from .ensemble import is_ensemble, member_folders
 from .errors import LmTransferError
 from .record import METRICS, read_provenance, read_recipe
 from .remote_code import MODELING_FILE, auto_map, modeling_source
@@ -43,6 +44,9 @@ def stage_record(folder: Path) -> dict:
     """metrics.json's provenance of a finished stage folder, or a clear error."""
     if not folder.is_dir():
         raise PublishError(f"{folder}: no such folder (give a stage's output folder, e.g. runs/demo-bbc/classifier)")
+    if is_ensemble(folder):
+        raise PublishError(f"{folder}: an ensemble's folder holds no weights, only the names of its members' folders "
+                           f"({', '.join(str(m) for m in member_folders(folder))}): publish each member")
     record = read_provenance(folder)
     if record is None:
         raise PublishError(f"{folder}: not a finished lm-transfer stage (no {METRICS} written by a run)")

@@ -14,7 +14,7 @@ from conftest import tiny_recipe, write_recipe
 
 from pipelines.config import load_recipe
 from pipelines.data import classification_splits, stratified_indices
-from pipelines.errors import RecipeError
+from pipelines.errors import LmTransferError, RecipeError
 from pipelines.sweep import build_arm, plan_sweep, read_results, run_sweep, sweep_data, write_sweep_report
 from pipelines.sweep.cells import CellRunner, labeled_subset_id, texts_id
 from pipelines.sweep.methods import METHODS, CellMethod, Fitted
@@ -297,3 +297,42 @@ def test_ensemble_definitions_are_checked(tmp_path, awd_run, topic_data):
                                 arm_definitions={"one": {"ensemble": ["tfidf_lr", "tfidf_lr"]}}))
     with pytest.raises(RecipeError, match="self-train its members"):
         ensemble_plan(tmp_path, awd_run, topic_data, self_training={"student": "tfidf_lr"})
+
+
+def test_a_kept_ensemble_names_its_members_and_predict_averages_them(tmp_path, awd_run, topic_data):
+    from pipelines.predict import predict
+    from pipelines.publish import publish
+
+    recipe = cells_recipe(tmp_path, awd_run[0], topic_data, arms=["both"], reference="both", also_against=[],
+                          examples_per_class=[2], seeds=[0],
+                          save_models=True, arm_definitions={"both": {"ensemble": ["pretrained", "scratch"]}})
+    run_sweep(recipe)
+    [row] = read_results(Path(recipe.config.sweep.output_dir) / "results.jsonl")
+    models = Path(recipe.config.sweep.output_dir) / "models"
+    # The members were trained in the ensemble's cell: kept beside it, as their own cells would be.
+    assert sorted(p.name for p in models.iterdir()) == ["both-2-0", "pretrained-2-0", "scratch-2-0"]
+    folder = models / "both-2-0"
+    members = json.loads((folder / "ensemble.json").read_text())["members"]
+    assert [(m["arm"], m["folder"]) for m in members] == [("pretrained", "pretrained-2-0"), ("scratch", "scratch-2-0")]
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["test_accuracy"] == row["accuracy"]
+    assert {m["arm"]: m["test_accuracy"] for m in members} == row["member_accuracy"]
+    member_metrics = json.loads((models / "scratch-2-0" / "metrics.json").read_text())
+    assert member_metrics["test_accuracy"] == row["member_accuracy"]["scratch"]
+    card = (folder / "README.md").read_text()
+    for member in members:
+        assert f"| {member['arm']} | forward | awd_lstm | `{member['folder']}` | {100 * member['test_accuracy']:.1f} % |" in card
+    assert f"accuracy {100 * row['accuracy']:.1f} %" in card
+
+    def probabilities(model):
+        output = tmp_path / f"{model.name}.csv"
+        predict(model, str(Path(topic_data) / "test.jsonl"), output)
+        lines = [line.split(",") for line in output.read_text().splitlines()[1:]]
+        return np.array([[float(v) for v in line[3:-1]] for line in lines]), [line[1] for line in lines]
+
+    mean, labels = probabilities(folder)
+    pretrained, scratch = probabilities(models / "pretrained-2-0")[0], probabilities(models / "scratch-2-0")[0]
+    assert np.allclose(mean, (pretrained + scratch) / 2, atol=2e-6)
+    assert labels == [metrics["labels"][i] for i in np.argmax(mean, axis=1)]
+    with pytest.raises(LmTransferError, match="publish each member"):
+        publish(folder, "someone/topics", dry_run=True)

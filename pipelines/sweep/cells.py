@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cards import write_card
+from ..cards import write_card, write_ensemble_card
+from ..ensemble import write_ensemble
 from ..data import stratified_indices
 from ..metrics import classification_metrics
 from ..record import describe_hardware, provenance, write_record
@@ -58,6 +59,7 @@ class CellRunner:
         # The test probabilities and training seconds of the sweep's finished cells by (arm fingerprint,
         # examples per class, seed): what an ensemble reuses of its members' cells.
         self.scored = {} if scored is None else scored
+        self.trained_members: dict[str, Fitted] = {}
 
         def method_of(of: Arm) -> CellMethod:
             if of.name not in methods:
@@ -112,8 +114,11 @@ class CellRunner:
                "labeled_subset": labeled_subset_id(indices), "test_subset": self.data.test_id,
                "accuracy": scores["accuracy"], "f1_macro": scores["f1_macro"], "test_examples": len(self.data.test_texts),
                "train_seconds": round(fitted.train_seconds, 2), **fitted.details}
-        if self.arm.recipe.config.sweep.save_models and fitted.save is not None and self.state.is_main_process:
-            self._keep(fitted, per_class, seed, scores, len(indices))
+        if self.arm.recipe.config.sweep.save_models and self.state.is_main_process:
+            if self.members:
+                self._keep_ensemble(per_class, seed, scores, row)
+            elif fitted.save is not None:
+                self._keep(fitted, per_class, seed, scores, len(indices))
         row["cell_seconds"] = round(time.time() - started, 2)
         return row
 
@@ -121,11 +126,13 @@ class CellRunner:
         """The mean of the members' class probabilities on the test texts (ULMFiT sec. 4), each member
         trained on the same labeled examples, or taken from its own cell of this sweep."""
         probabilities, seconds, accuracies = [], 0.0, {}
+        self.trained_members = {}  # the members trained here, not in their own cells: kept with the ensemble
         for member, method in zip(self.arm.members, self.members):
             key = (member.fingerprint, per_class, seed)
             if key not in self.scored:
                 fitted = method.fit(texts, labels, seed)
                 self.scored[key] = (fitted.predict_proba(self.data.test_texts), fitted.train_seconds)
+                self.trained_members[member.name] = fitted
             probabilities.append(self.scored[key][0])
             seconds += self.scored[key][1]
             accuracies[member.name] = float(np.mean(np.argmax(probabilities[-1], axis=-1) == self.data.test_labels))
@@ -139,13 +146,50 @@ class CellRunner:
         # Training seconds: the members' (whether trained here or in their own cells).
         return Fitted(predict_proba, seconds, details={"member_accuracy": accuracies})
 
-    def _keep(self, fitted: Fitted, per_class: int, seed: int, scores: dict, train_examples: int) -> None:
+    def _folder(self, arm: Arm, per_class: int, seed: int) -> Path:
+        return self.work_dir.parent / "models" / f"{arm.name}-{per_class}-{seed}"
+
+    def _keep_ensemble(self, per_class: int, seed: int, scores: dict, row: dict) -> None:
+        """An ensemble keeps no weights of its own: its folder names its members' folders (a member
+        trained in this cell is kept beside it, as its own cell would have been), with metrics.json
+        and a card; `lm-transfer predict` averages the members."""
+        members = []
+        for member in self.arm.members:
+            folder = self._folder(member, per_class, seed)
+            fitted = self.trained_members.get(member.name)
+            if fitted is not None and fitted.save is not None:
+                probabilities = self.scored[(member.fingerprint, per_class, seed)][0]
+                member_scores = classification_metrics().compute(predictions=np.argmax(probabilities, axis=-1),
+                                                                 references=self.data.test_labels)
+                self._keep(fitted, per_class, seed, member_scores, row["train_examples"], arm=member)
+            if not (folder / "config.json").is_file():
+                raise RuntimeError(f"sweep.save_models: ensemble arm '{self.arm.name}' has no kept classifier of its "
+                                   f"member '{member.name}' ({folder}); an ensemble is kept only when every member's "
+                                   "method saves a model")
+            members.append({"arm": member.name, "folder": folder.name, "test_accuracy": row["member_accuracy"][member.name]})
+        folder = self._folder(self.arm, per_class, seed)
+        shutil.rmtree(folder, ignore_errors=True)
+        write_ensemble(folder, members)
+        resolved = copy.deepcopy(self.arm.recipe.resolved)
+        resolved["run"].update(name=f"{resolved['run']['name']}-{folder.name}", seed=seed)
+        metrics = {"train_examples": row["train_examples"], "examples_per_class": per_class,
+                   "test_accuracy": scores["accuracy"], "test_f1_macro": scores["f1_macro"],
+                   "test_examples": len(self.data.test_texts), "labels": self.data.label_names, "members": members,
+                   "lm_transfer": provenance("classify", self.arm.fingerprint, self.arm.recipe.path, sweep_cell={
+                       "arm": self.arm.name, "examples_per_class": per_class, "seed": seed})}
+        write_record(folder, metrics, resolved)
+        write_ensemble_card(folder, self.arm.recipe.path, resolved, metrics)
+
+    def _keep(self, fitted: Fitted, per_class: int, seed: int, scores: dict, train_examples: int,
+              arm: Arm | None = None) -> None:
         """A kept cell's classifier gets what a classify stage's folder has (metrics.json, the
-        resolved recipe of the cell, the card), so `lm-transfer publish` takes it like any model."""
-        folder = self.work_dir.parent / "models" / f"{self.arm.name}-{per_class}-{seed}"
+        resolved recipe of the cell, the card), so `lm-transfer publish` takes it like any model.
+        `arm`: an ensemble's member trained in the ensemble's cell."""
+        arm = arm or self.arm
+        folder = self._folder(arm, per_class, seed)
         shutil.rmtree(folder, ignore_errors=True)
         model = fitted.save(folder)
-        trained_by = fitted.arm or self.arm  # (a self-trained cell's student arm)
+        trained_by = fitted.arm or arm  # (a self-trained cell's student arm)
         resolved = copy.deepcopy(trained_by.recipe.resolved)
         resolved["run"].update(name=f"{resolved['run']['name']}-{folder.name}", seed=seed)
         resolved["classify"].update(output_dir=str(folder), examples_per_class=per_class)
@@ -156,8 +200,8 @@ class CellRunner:
                    "test_examples": len(self.data.test_texts), "labels": self.data.label_names,
                    "examples_per_class": per_class, "parameters": sum(p.numel() for p in model.parameters()),
                    "hardware": describe_hardware(self.state),
-                   "lm_transfer": provenance("classify", self.arm.fingerprint, trained_by.recipe.path, sweep_cell={
-                       "arm": self.arm.name, "examples_per_class": per_class, "seed": seed})}
+                   "lm_transfer": provenance("classify", arm.fingerprint, trained_by.recipe.path, sweep_cell={
+                       "arm": arm.name, "examples_per_class": per_class, "seed": seed})}
         write_record(folder, metrics, resolved)
         write_card(folder, "classify", trained_by.recipe.path, resolved, metrics)
 
