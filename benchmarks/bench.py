@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -100,8 +101,16 @@ def write_markdown(path: Path, loop: list[dict], stages: list[dict], scale: list
         lines += [f"| {r['mode']} | gutenberg x{r['scale']} | {r['tokens'] / 1e6:.1f}M | {r['total_seconds']:.0f} | "
                   f"{10e6 * r['total_seconds'] / r['tokens']:.1f} | {r['peak_rss_mib']:,} |" for r in scale]
     text = path.read_text() if path.exists() else HEADER
-    text = text.split(MARK)[0].rstrip() + "\n\n" + "\n".join(lines) + "\n"
-    path.write_text(text)
+    above, _, below = text.partition(MARK)
+    # A part skipped this time keeps its table from the last run that measured it (its own date line).
+    measured = {line for line in lines if line.startswith("### ")}
+    kept = [section for section in re.split(r"\n(?=### )", below) if section.startswith("### ")
+            and section.splitlines()[0] not in measured]
+    if kept:
+        note = "(kept from an earlier `make bench`: not measured this time)"
+        lines += ["", "\n\n".join(section.rstrip() if note in section else f"{section.rstrip()}\n\n{note}"
+                                  for section in kept)]
+    path.write_text(above.rstrip() + "\n\n" + "\n".join(lines) + "\n")
 
 
 def main(argv=None) -> int:

@@ -61,3 +61,57 @@ def test_written_splits_keep_rows_and_labels(short_texts, tmp_path, monkeypatch)
 def test_articles_without_a_headline_line_are_refused(short_texts, topic_data):
     with pytest.raises(SystemExit, match="headline line"):
         short_texts.load_articles(str(topic_data))
+
+
+@pytest.fixture(scope="module")
+def ulmfit_check():
+    spec = importlib.util.spec_from_file_location("ulmfit_check", ROOT / "benchmarks" / "ulmfit_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("size", ["cpu", "gpu", "tiny"])
+def test_the_ulmfit_checks_overrides_shrink_steps_and_evaluation_only(ulmfit_check, size, tmp_path):
+    """Every size's overrides are a valid shrink of recipes/imdb/ulmfit.yaml and its sweep: the models,
+    tokenizer and techniques stay the recipe's."""
+    from pipelines.config import load_recipe
+    from pipelines.sweep import plan_sweep
+
+    plain = load_recipe(ROOT / ulmfit_check.RECIPE).config
+    (tmp_path / "general").mkdir(), (tmp_path / "imdb").mkdir()
+    shrunk = load_recipe(ROOT / ulmfit_check.RECIPE, ulmfit_check.overrides(
+        ulmfit_check.SIZES[size], tmp_path / "general", tmp_path / "imdb", tmp_path / "out"))
+    config, sizes = shrunk.config, ulmfit_check.SIZES[size]
+    for stage in ("pretrain", "lm_finetune"):
+        assert getattr(config, stage).training["max_steps"] == sizes["lm_steps"]
+        assert getattr(config, stage).model.config == getattr(plain, stage).model.config
+        assert getattr(config, stage).model.backbone == getattr(plain, stage).model.backbone
+    assert config.pretrain.data.path == config.tokenizer.data.path == str(tmp_path / "general")
+    assert config.classify.data.path == str(tmp_path / "imdb") and config.classify.max_length == plain.classify.max_length
+    assert config.tokenizer.vocab_size == plain.tokenizer.vocab_size
+    assert {k: v for k, v in config.classify.training.items() if k not in ("max_steps", "unfreeze_every_steps",
+                                                                           "save_strategy")} == \
+        {k: v for k, v in plain.classify.training.items() if k != "save_strategy"}
+    plan = plan_sweep(shrunk)
+    assert set(plan.arms) >= set(plain.sweep.arms) and config.sweep.total_examples == [100, 200]
+    assert plan.arms["ulmfit_semi"].self_training.unlabeled == sizes["unlabeled"]
+    cell = plan.arms["ulmfit"].recipe.config.classify.training
+    assert cell.get("max_steps", -1) == (sizes["cell_steps"] or -1)
+
+
+def test_the_general_corpus_repeats_train_and_trims_validation(ulmfit_check, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipelines.config import DataConfig
+    from pipelines.sources import load_splits
+
+    source = tmp_path / "gutenberg"
+    source.mkdir()
+    pq.write_table(pa.table({"text": [f"block {i}" for i in range(5)]}), source / "train.parquet")
+    pq.write_table(pa.table({"text": [f"held out {i}" for i in range(4)]}), source / "validation.parquet")
+    folder = ulmfit_check.general_corpus(source, 3, 2, tmp_path / "work")
+    splits = load_splits(DataConfig(path=str(folder), label_column=None, test_split=None))
+    assert splits["train"]["text"] == [f"block {i}" for i in range(5)] * 3
+    assert splits["validation"]["text"] == ["held out 0", "held out 1"]
