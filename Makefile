@@ -18,7 +18,7 @@ LAUNCH := $(BIN)/accelerate launch --config_file $(ACCELERATE_CONFIG) --num_cpu_
 .PHONY: help setup demo test bench run pretrain finetune classify label-efficiency predict publish validate clean
 
 help:
-	@echo "make demo                      ULMFiT on BBC News, offline, about 12 minutes on 2 CPU cores"
+	@echo "make demo                      ULMFiT on BBC News, offline, about 6 minutes on 2 CPU cores"
 	@echo "make test                      the test suite"
 	@echo "make bench                     Trainer vs a hand-written loop, tokens/s per stage, 1 vs 2 processes, corpus scale -> docs/results/bench.md"
 	@echo "make run RECIPE=... ARGS=...   all stages of a recipe under accelerate launch"
