@@ -319,6 +319,7 @@ def test_a_kept_ensemble_names_its_members_and_predict_averages_them(tmp_path, a
     assert {m["arm"]: m["test_accuracy"] for m in members} == row["member_accuracy"]
     member_metrics = json.loads((models / "scratch-2-0" / "metrics.json").read_text())
     assert member_metrics["test_accuracy"] == row["member_accuracy"]["scratch"]
+    assert member_metrics["lm_transfer"]["sweep_cell"] == {"arm": "scratch", "examples_per_class": 2, "seed": 0}
     card = (folder / "README.md").read_text()
     for member in members:
         assert f"| {member['arm']} | forward | awd_lstm | `{member['folder']}` | {100 * member['test_accuracy']:.1f} % |" in card
