@@ -7,7 +7,9 @@ taken for a Hub id, an undecodable file, a split that does not exist."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import logging
 import os
 from pathlib import Path
@@ -42,10 +44,26 @@ def load_splits(data: DataConfig, streaming: bool = False) -> DatasetDict | Iter
     elif os.path.isfile(_local(data.path)):
         splits = _load_files({data.train_split: _local(data.path)}, data, "data.path", **stream)
     elif os.path.isdir(_local(data.path)):
-        splits = _load(_local(data.path), data, name=data.name, **_encoding(data, None), **stream)
+        folder = _local(data.path)
+        splits = _load(folder, data, name=data.name, **_encoding(data, None), **stream,
+                       **({} if streaming else {"cache_dir": folder_cache_dir(folder)}))
     else:
         splits = _load_from_hub(data, **stream)
     return splits if streaming else carve_test_split(splits, data)
+
+
+def folder_cache_dir(folder: str) -> str:
+    """A cache folder of its own for a local dataset folder's files as they are now. datasets (5.2)
+    keys the cache of a folder whose README.md declares its splits (`configs`, the Hub's layout) by
+    the folder's name and README alone: a second folder of the same name, or a file rewritten in
+    place, silently loads the cached rows of the first (measured). The files' paths, sizes and
+    modification times key it here instead."""
+    import datasets
+
+    files = sorted(p for p in Path(folder).resolve().rglob("*") if p.is_file() and ".cache" not in p.parts)
+    stamp = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    key = hashlib.sha256(json.dumps(stamp).encode()).hexdigest()[:16]
+    return os.path.join(datasets.config.HF_DATASETS_CACHE, "lm-transfer-local", f"{Path(folder).resolve().name}-{key}")
 
 
 def source_name(data: DataConfig) -> str:

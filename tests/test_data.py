@@ -1,6 +1,7 @@
 """Data: the stratified sampler, LM blocks, packaged corpus, and clear errors for bad datasets."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -203,3 +204,27 @@ def test_numeric_labels_read_as_floats_or_negative_are_the_same_classes(tmp_path
     carved = DataConfig(path=str(folder), test_split="heldout", test_fraction=0.2)  # -1 seeds no generator
     train, test, _ = classification_splits(carved, None, seed=0)
     assert (len(train), sorted(test["label"])) == (16, [0, 0, 1, 1])
+
+
+def _hub_layout_folder(folder: Path, texts: list[str]) -> Path:
+    """A local dataset in the Hub's layout: a Parquet file and a README.md declaring the split."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"text": texts}), folder / "train.parquet")
+    (folder / "README.md").write_text("---\nconfigs:\n- config_name: default\n  data_files:\n"
+                                      "  - split: train\n    path: train.parquet\n---\n")
+    return folder
+
+
+def test_a_hub_layout_folder_loads_its_own_files_as_they_are_now(tmp_path):
+    """datasets alone keys such a folder's cache by its name and README: another folder of the same name,
+    or a file rewritten in place, would load the first rows cached."""
+    first = _hub_layout_folder(tmp_path / "a" / "reviews", ["one", "two", "three"])
+    second = _hub_layout_folder(tmp_path / "b" / "reviews", ["four", "five"])
+    read = lambda folder: load_splits(DataConfig(path=str(folder), label_column=None, test_split=None))["train"]["text"]  # noqa: E731
+    assert read(first) == ["one", "two", "three"]
+    assert read(second) == ["four", "five"]
+    _hub_layout_folder(first, ["six"])
+    assert read(first) == ["six"]
