@@ -226,5 +226,5 @@ def test_a_hub_layout_folder_loads_its_own_files_as_they_are_now(tmp_path):
     read = lambda folder: load_splits(DataConfig(path=str(folder), label_column=None, test_split=None))["train"]["text"]  # noqa: E731
     assert read(first) == ["one", "two", "three"]
     assert read(second) == ["four", "five"]
-    _hub_layout_folder(first, ["six"])
-    assert read(first) == ["six"]
+    _hub_layout_folder(first, ["ONE", "TWO", "THREE"])  # (a file of the same size)
+    assert read(first) == ["ONE", "TWO", "THREE"]
