@@ -45,8 +45,8 @@ BUNDLE_LIMIT = 60 * 2**20  # (the device takes 64 MiB with the working tree)
 SIZES = {
     # Optimizer steps per LM stage (batch 64 x 70 tokens), for the classifier on all labels and for
     # each sweep cell (None: the recipe's epochs); evaluation-set sizes; ulmfit_semi's unlabeled sample.
-    "cpu": {"lm_steps": 20, "classify_steps": 5, "cell_steps": 5, "test": 250, "general_validation": 200,
-            "imdb_validation_fraction": 0.005, "unlabeled": 500},
+    "cpu": {"lm_steps": 20, "classify_steps": 5, "cell_steps": 3, "test": 100, "general_validation": 100,
+            "imdb_validation_fraction": 0.002, "unlabeled": 200},
     "gpu": {"lm_steps": 1000, "classify_steps": 300, "cell_steps": None, "test": 5000, "general_validation": None,
             "imdb_validation_fraction": 0.02, "unlabeled": 4000},
     "tiny": {"lm_steps": 3, "classify_steps": 2, "cell_steps": 2, "test": 40, "general_validation": 20,
@@ -166,7 +166,7 @@ H200_BF16_FLOPS = 790e12  # a dense bf16 matrix product, measured on the device 
 FULL_EPOCHS = {"pretrain": 10, "lm_finetune": 10, "classify": 5}  # recipes/imdb/ulmfit.yaml
 
 
-def projection(output: Path, repeat: int) -> dict:
+def projection(output: Path, repeat: int, held_out: float) -> dict:
     """The full recipe's training (both directions' LMs and classifiers; the sweep not counted) from
     this run: its corpora's token counts (gutenberg x8 standing in for WikiText-103's 103M words),
     the recipe's epochs, the measured CPU tokens/s, and 6 x parameters FLOPs per trained token on a GPU
@@ -177,7 +177,7 @@ def projection(output: Path, repeat: int) -> dict:
         print(f"(projection from gutenberg x{repeat}: the full recipe's WikiText-103 is about gutenberg x8)")
     reviews = 75000  # IMDb train + unsupervised: the LM fine-tuning text
     tokens = {"pretrain": metrics["pretrain"]["train_tokens"] * 8 / repeat * FULL_EPOCHS["pretrain"] * 2,
-              "lm_finetune": metrics["lm_finetune"]["train_tokens"] / (1 - 0.005) * FULL_EPOCHS["lm_finetune"] * 2,
+              "lm_finetune": metrics["lm_finetune"]["train_tokens"] / (1 - held_out) * FULL_EPOCHS["lm_finetune"] * 2,
               # 25,000 labeled reviews at the LM text's mean tokens per review (under max_length 1400)
               "classify": 25000 * metrics["lm_finetune"]["train_tokens"] / reviews * FULL_EPOCHS["classify"] * 2}
     rates = {"pretrain": metrics["pretrain"]["train_tokens_per_second"],
@@ -235,7 +235,7 @@ def main(argv=None) -> int:
     walls["sweep"] = round(launch("sweep", shrink, output / "sweep.log"))
     result = summary(output, walls)
     if args.size == "cpu":
-        result["projection"] = projection(output, args.repeat)
+        result["projection"] = projection(output, args.repeat, size["imdb_validation_fraction"])
     (output / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
     print_summary(result)
     return 0
