@@ -290,6 +290,25 @@ def test_bpt3c_reads_transformer_documents_in_independent_chunks():
     torch.testing.assert_close(chunked[:, 4:8], second)
 
 
+def test_bpt3c_never_gives_a_transformer_a_chunk_that_is_all_padding():
+    """A short document's later chunks are all padding. Attention over no position is NaN in some
+    kernels (CUDA sdpa / flash-attention); transformers v5 on CPU stays finite (measured: eager and
+    sdpa, fp32 and bf16), so the guard is checked where it acts: the masks the body receives."""
+    body = llama_body().eval()
+    seen = []
+    forward = body.forward
+    body.forward = lambda **kwargs: seen.append(kwargs["attention_mask"].clone()) or forward(**kwargs)
+    ids = torch.randint(1, V, (2, 12), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[1, 3:] = 0  # the second document: 3 tokens, then two chunks of padding only
+    with torch.no_grad():
+        hidden = encode_bpt3c(body, ids, mask, bptt=4)
+    assert len(seen) == 3 and all((chunk.sum(dim=1) > 0).all() for chunk in seen)
+    assert torch.isfinite(hidden).all()
+    # The document's own chunk is read as given.
+    assert seen[0].tolist() == mask[:, :4].tolist()
+
+
 def test_classifier_reads_documents_longer_than_the_context():
     # GPT-2 with 64 positions classifies a 150-token document: chunks of 32, all pooled.
     model = classifier(gpt2_body(), bptt=32).eval()
