@@ -1,4 +1,5 @@
-"""The short-text benchmark's data: one sentence per example, the labels and splits kept."""
+"""Benchmark scripts' own logic: the short-text benchmark's data (one sentence per example, the labels
+and splits kept) and the ulmfit check's shrinking overrides and corpus."""
 
 import csv
 import importlib.util
@@ -10,12 +11,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def short_texts():
-    spec = importlib.util.spec_from_file_location("short_texts", ROOT / "benchmarks" / "short_texts.py")
+def _benchmark(name: str):
+    """A script of benchmarks/ (not a package) as a module."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def short_texts():
+    return _benchmark("short_texts")
 
 
 ARTICLE = ("Ad sales boost Time Warner profit\n\nQuarterly profits at US media giant TimeWarner jumped 76% "
@@ -65,10 +71,7 @@ def test_articles_without_a_headline_line_are_refused(short_texts, topic_data):
 
 @pytest.fixture(scope="module")
 def ulmfit_check():
-    spec = importlib.util.spec_from_file_location("ulmfit_check", ROOT / "benchmarks" / "ulmfit_check.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _benchmark("ulmfit_check")
 
 
 @pytest.mark.parametrize("size", ["cpu", "gpu", "tiny"])
