@@ -24,6 +24,41 @@ from pathlib import Path
 CORPUS = "../shared/data/gutenberg"
 
 
+class PeakAnonymous:
+    """The largest anonymous memory (RSS less file-backed and shared pages) of this process and its
+    children together, sampled every 0.1 s. ru_maxrss also counts the resident pages of memory-mapped
+    files (the Arrow tables, the token file), which the kernel reclaims under pressure."""
+
+    def __init__(self):
+        import threading
+
+        import psutil
+
+        self.process, self.peak, self.stop = psutil.Process(), 0, threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self):
+        import psutil
+
+        while not self.stop.wait(0.1):
+            total = 0
+            for proc in [self.process, *self.process.children(recursive=True)]:
+                try:
+                    info = proc.memory_info()
+                    total += info.rss - info.shared
+                except psutil.Error:  # a child that just ended
+                    pass
+            self.peak = max(self.peak, total)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+
 def measure(scale: int, mode: str, tokenizer_path: str, cache: str) -> dict:
     from datasets import concatenate_datasets, load_dataset
 
@@ -32,22 +67,24 @@ def measure(scale: int, mode: str, tokenizer_path: str, cache: str) -> dict:
 
     tokenizer = load_tokenizer(tokenizer_path)
     train = load_dataset(CORPUS, split="train").select_columns(["text"])  # (converting the parquet once: not timed)
-    started = time.perf_counter()
-    texts = concatenate_datasets([train] * scale)
-    if mode == "streaming":
-        texts = texts.to_iterable_dataset(num_shards=scale)
-    tokens = token_file(texts, tokenizer, "text", masked=False, cache_dir=cache, split="train",
-                        identity=f"gutenberg x{scale}" if mode == "streaming" else None)
-    tokenized = time.perf_counter() - started
-    # Blocks are views into the memory-mapped file: building them and reading them all costs no memory.
-    stream, shuffled = StreamBlocks(tokens, rows=64, bptt=70), ShuffledBlocks(tokens, 128)
-    read = sum(len(stream[i]["input_ids"]) for i in range(0, len(stream), 97))
+    with PeakAnonymous() as anonymous:
+        started = time.perf_counter()
+        texts = concatenate_datasets([train] * scale)
+        if mode == "streaming":
+            texts = texts.to_iterable_dataset(num_shards=scale)
+        tokens = token_file(texts, tokenizer, "text", masked=False, cache_dir=cache, split="train",
+                            identity=f"gutenberg x{scale}" if mode == "streaming" else None)
+        tokenized = time.perf_counter() - started
+        # Blocks are views into the memory-mapped file: building them and reading them all costs no memory.
+        stream, shuffled = StreamBlocks(tokens, rows=64, bptt=70), ShuffledBlocks(tokens, 128)
+        read = sum(len(stream[i]["input_ids"]) for i in range(0, len(stream), 97))
     return {"scale": scale, "mode": mode, "tokens": len(tokens), "tokenize_seconds": round(tokenized, 1),
             "total_seconds": round(time.perf_counter() - started, 1), "stream_blocks": len(stream),
             "shuffled_blocks": len(shuffled), "sampled_tokens_read": read,
             # (tokenizing processes are children: the largest of them, or this process, whichever is larger)
             "peak_rss_mib": round(max(resource.getrusage(who).ru_maxrss for who in
-                                      (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024)}
+                                      (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024),
+            "peak_anonymous_mib": round(anonymous.peak / 2**20)}
 
 
 def main(argv=None) -> int:
@@ -71,10 +108,11 @@ def main(argv=None) -> int:
                                       cwd=Path(__file__).resolve().parents[1])
                 rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
                 print(rows[-1], flush=True)
-    print("\n| mode | corpus | tokens | tokenize + blocks (s) | s per 10M tokens | peak RSS (MiB) |\n|---|---|---|---|---|---|")
+    print("\n| mode | corpus | tokens | tokenize + blocks (s) | s per 10M tokens | peak RSS (MiB) | peak anonymous (MiB) |\n"
+          "|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['mode']} | gutenberg x{r['scale']} | {r['tokens'] / 1e6:.1f}M | {r['total_seconds']:.0f} "
-              f"| {10e6 * r['total_seconds'] / r['tokens']:.1f} | {r['peak_rss_mib']:,} |")
+              f"| {10e6 * r['total_seconds'] / r['tokens']:.1f} | {r['peak_rss_mib']:,} | {r['peak_anonymous_mib']:,} |")
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=1))
     return 0
