@@ -47,7 +47,7 @@ SIZES = {
     # each sweep cell (None: the recipe's epochs); evaluation-set sizes; ulmfit_semi's unlabeled sample.
     "cpu": {"lm_steps": 20, "classify_steps": 5, "cell_steps": 3, "test": 100, "general_validation": 100,
             "imdb_validation_fraction": 0.002, "unlabeled": 200},
-    "gpu": {"lm_steps": 1000, "classify_steps": 300, "cell_steps": None, "test": 5000, "general_validation": None,
+    "gpu": {"lm_steps": 1000, "classify_steps": 300, "cell_steps": None, "test": 2000, "general_validation": None,
             "imdb_validation_fraction": 0.02, "unlabeled": 4000},
     "tiny": {"lm_steps": 3, "classify_steps": 2, "cell_steps": 2, "test": 40, "general_validation": 20,
              "imdb_validation_fraction": 0.002, "unlabeled": 40},
