@@ -4,8 +4,8 @@ It prints each language model's perplexity and tokens/s and the sweep's cells.
 
 Two sizes:
   cpu  proves the recipe at WikiText-103's scale on 2 CPU cores: the general corpus is
-       ../shared/data/gutenberg repeated 8 times (123M tokens of its 30k BPE; the tokenizer and the LM stages read
-       all of it), a few optimizer steps per stage (30 minutes on 2 cores):
+       ../shared/data/gutenberg repeated 8 times (123M tokens of its 30k BPE; the tokenizer and
+       the LM stages read all of it), a few optimizer steps per stage (30 minutes on 2 cores):
          .venv/bin/python benchmarks/ulmfit_check.py run --size cpu --repeat 8
   gpu  sized for one H200-class GPU with no network, under 10 minutes, from a bundle of at most
        64 MiB that `prepare` writes (text as zstd-compressed Parquet; see below):
