@@ -97,7 +97,8 @@ def write_markdown(path: Path, loop: list[dict], stages: list[dict], scale: list
         lines += _section("Tokenize + block gutenberg 1x, 4x, 8x", [
             "`python benchmarks/corpus_scale.py --tokenizer runs/bench/tokenizer/tokenizer` (each in a fresh process",
             "and an empty cache; peak RSS of the process or its largest tokenizing child, which counts the",
-            "memory-mapped files' resident pages; peak anonymous memory of the process and its children together):"],
+            "memory-mapped files' resident pages; peak anonymous memory (Pss_Anon) of the process and its",
+            "children together):"],
             ["mode", "corpus", "tokens", "seconds", "s per 10M tokens", "peak RSS (MiB)", "peak anonymous (MiB)"])
         lines += [f"| {r['mode']} | gutenberg x{r['scale']} | {r['tokens'] / 1e6:.1f}M | {r['total_seconds']:.0f} | "
                   f"{10e6 * r['total_seconds'] / r['tokens']:.1f} | {r['peak_rss_mib']:,} | "
