@@ -94,7 +94,8 @@ def write_markdown(path: Path, loop: list[dict], stages: list[dict], scale: list
                                  if r["recipe"] == recipe and r["stage"] == stage and r["processes"] == p) for p in (1, 2))
                 lines.append(f"| {recipe} | {stage} | {one:,} | {two:,} | {two / one:.2f} |")
     if scale:
-        lines += _section("Tokenize + block gutenberg 1x, 4x, 8x", [
+        scales = ", ".join(f"{n}x" for n in dict.fromkeys(r["scale"] for r in scale))
+        lines += _section(f"Tokenize + block gutenberg {scales}", [
             "`python benchmarks/corpus_scale.py --tokenizer runs/bench/tokenizer/tokenizer` (each in a fresh process",
             "and an empty cache; peak RSS of the process or its largest tokenizing child, which counts the",
             "memory-mapped files' resident pages; peak anonymous memory (Pss_Anon) of the process and its",
@@ -102,13 +103,16 @@ def write_markdown(path: Path, loop: list[dict], stages: list[dict], scale: list
             ["mode", "corpus", "tokens", "seconds", "s per 10M tokens", "peak RSS (MiB)", "peak anonymous (MiB)"])
         lines += [f"| {r['mode']} | gutenberg x{r['scale']} | {r['tokens'] / 1e6:.1f}M | {r['total_seconds']:.0f} | "
                   f"{10e6 * r['total_seconds'] / r['tokens']:.1f} | {r['peak_rss_mib']:,} | "
-                  f"{r.get('peak_anonymous_mib', 'not measured')} |" for r in scale]
+                  f"{format(r['peak_anonymous_mib'], ',') if 'peak_anonymous_mib' in r else 'not measured'} |" for r in scale]
     text = path.read_text() if path.exists() else HEADER
     above, _, below = text.partition(MARK)
     # A part skipped this time keeps its table from the last run that measured it (its own date line).
-    measured = {line for line in lines if line.startswith("### ")}
+    def part(heading: str) -> str:  # "### Tokenize + block gutenberg 1x, 8x" -> "### Tokenize + block"
+        return " ".join(heading.split()[:4])
+
+    measured = {part(line) for line in lines if line.startswith("### ")}
     kept = [section for section in re.split(r"\n(?=### )", below) if section.startswith("### ")
-            and section.splitlines()[0] not in measured]
+            and part(section.splitlines()[0]) not in measured]
     if kept:
         note = "(kept from an earlier `make bench`: not measured this time)"
         lines += ["", "\n\n".join(section.rstrip() if note in section else f"{section.rstrip()}\n\n{note}"
