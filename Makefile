@@ -15,7 +15,7 @@ CPU_THREADS ?= $(shell n=$$(( $$(nproc) / $(or $(PROCESSES),1) )); echo $$(( n >
 CHECK_FIRST = $(if $(filter-out 1,$(or $(PROCESSES),1)),$(BIN)/lm-transfer validate $(1) $(foreach a,$(ARGS),--set $(a)) >/dev/null &&)
 LAUNCH := $(BIN)/accelerate launch --config_file $(ACCELERATE_CONFIG) --num_cpu_threads_per_process $(CPU_THREADS) -m pipelines
 
-.PHONY: help setup demo test bench run pretrain finetune classify label-efficiency predict publish validate clean
+.PHONY: help setup demo test bench run pretrain finetune classify embed search label-efficiency predict publish validate clean
 
 help:
 	@echo "make demo                      ULMFiT on BBC News, offline, about 6 minutes on 2 CPU cores"
@@ -26,6 +26,9 @@ help:
 	@echo "make label-efficiency RECIPE=... ARGS=...   the recipe's label-efficiency sweep (summary.md, curve.png)"
 	@echo "make predict RUN=<classifier folder> DATA=<file or folder> [OUTPUT=predictions.csv]"
 	@echo "                               label a file's texts (accuracy and macro-F1 when it has labels)"
+	@echo "make embed RECIPE=...          the recipe's embed stage: its texts as vectors (e.g. runs/demo-bbc/embeddings)"
+	@echo "make embed RUN=<folder> DATA=<file or folder> [EMBEDDINGS=embeddings]   any model folder or checkpoint"
+	@echo "make search INDEX=<embeddings folder> QUERY='some text'   the nearest texts, with cosine similarity"
 	@echo "make publish RUN=<folder> REPO_ID=user/name [BASE_MODEL=user/lm] [REVISION=branch] [PRIVATE=1] [WITH_CODE=1] [DRY_RUN=1]"
 	@echo "                               upload a model's folder to the Hub (WITH_CODE=1: with its modeling code)"
 	@echo "make validate [RECIPES=...]    check recipes, their data and models (default: every shipped recipe); train nothing"
@@ -67,6 +70,15 @@ classify: setup
 
 label-efficiency: setup
 	$(call CHECK_FIRST,$(RECIPE)) $(LAUNCH) sweep $(RECIPE) $(ARGS)
+
+# With RUN (a model folder or checkpoint) and DATA: those texts; else the recipe's embed stage.
+EMBEDDINGS ?= embeddings
+embed: setup
+	$(if $(RUN),$(BIN)/lm-transfer embed $(RUN) --data $(DATA) --output $(EMBEDDINGS) $(ARGS),$(call CHECK_FIRST,$(RECIPE)) $(LAUNCH) run $(RECIPE) --stage embed $(ARGS))
+
+search: setup
+	@test -n "$(INDEX)" -a -n "$(QUERY)" || { echo "usage: make search INDEX=runs/demo-bbc/embeddings QUERY='oil prices rise' [ARGS='-k 10']"; exit 2; }
+	$(BIN)/lm-transfer search $(INDEX) "$(QUERY)" $(ARGS)
 
 OUTPUT ?= predictions.csv
 predict: setup

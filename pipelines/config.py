@@ -21,7 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 from .errors import RecipeError
 from .sweep_config import ArmSection, SelfTrainingSection, SweepSection
 
-STAGE_KINDS = ("tokenizer", "pretrain", "lm_finetune", "classify")
+STAGE_KINDS = ("tokenizer", "pretrain", "lm_finetune", "classify", "embed")
 
 
 @dataclass
@@ -147,6 +147,25 @@ class ClassifyStage:
 
 
 @dataclass
+class EmbedStage:
+    """A dataset's texts as vectors (pipelines/embed.py): for `lm-transfer search`, clustering, outliers."""
+
+    output_dir: str = MISSING
+    # The model whose vectors: a stage's folder (${classify.output_dir}, ${pretrain.output_dir}) or a checkpoint.
+    init_from: str = MISSING
+    data: DataConfig = field(default_factory=DataConfig)
+    # The split to embed; None: test when the data has one, else its only split.
+    split: Optional[str] = None
+    # mean | last | concat; None: a classifier's own pooling, mean for any other model.
+    pooling: Optional[str] = None
+    max_length: int = 512
+    bptt: Optional[int] = None
+    batch_size: int = 32
+    # Embed a seeded sample of this many texts (stratified by label); None: the whole split.
+    max_examples: Optional[int] = None
+
+
+@dataclass
 class CardSection:
     """What a model card needs that no output can tell (the Hub's metadata fields)."""
 
@@ -183,6 +202,7 @@ class Recipe:
     pretrain: Optional[LMStage] = None
     lm_finetune: Optional[LMStage] = None
     classify: Optional[ClassifyStage] = None
+    embed: Optional[EmbedStage] = None
     # Label-efficiency sweep (lm-transfer sweep): arms x budgets x seeds.
     sweep: Optional[SweepSection] = None
     # Model-card metadata for every stage's folder (README.md).
@@ -263,7 +283,7 @@ _LABEL_KEYS = ("label_column", "test_split", "max_test_examples")
 
 def stage_reads(name: str, section: dict) -> dict:
     """The part of a stage's resolved section that decides its output."""
-    if name == "classify":
+    if name in ("classify", "embed"):  # (they read labels)
         return section
     # A carved test split leaves train without its texts (stratified by label): then they matter.
     ignored = _LABEL_KEYS if section["data"].get("test_fraction") is None else ("max_test_examples",)

@@ -68,6 +68,24 @@ def _non_empty(ds: Dataset, data: DataConfig, split: str) -> Dataset:
     return kept
 
 
+def read_split(data: DataConfig, split: str | None, choose: str = "--split") -> tuple[str, Dataset]:
+    """(what was read, dataset) for a command that reads one split of a user's data (predict, embed):
+    the split asked for, else `test` when there is one, else the only split (a single file's rows).
+    `choose`: how the user names a split, for the error."""
+    splits = load_splits(data)
+    if split is None:
+        split = "test" if "test" in splits else next(iter(splits)) if len(splits) == 1 else None
+        if split is None:
+            raise DataError(f"{data.path} has the splits {', '.join(splits)}: choose one with {choose}")
+    if split not in splits:
+        raise DataError(f"{data.path} has no split '{split}' (it has: {', '.join(splits)})")
+    ds, read = splits[split], f"split '{split}' of {data.path}" if len(splits) > 1 else data.path
+    if data.text_column not in ds.column_names:
+        raise DataError(f"{data.path}: no text column '{data.text_column}' (columns: {', '.join(ds.column_names)}); "
+                        "set --text-column")
+    return read, ds
+
+
 # --------------------------------------------------------------------------- language-model text
 
 

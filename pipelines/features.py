@@ -1,6 +1,6 @@
-"""Document features from a language model's body: BPT3C over the document, concat pooling
-([last, max, mean] of the hidden states), the same features the classifier head sees. Used by
-the sweep's frozen-probe arm."""
+"""Document features from a language model's body: BPT3C over the document, then the classifier's
+pooling (concat: [last, max, mean] of the hidden states; or last, or mean), the same features the
+classifier head sees. Used by the sweep's frozen-probe arm and by `lm-transfer embed`."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def pooled_features(model: TransferClassifier, tokenizer, texts: list[str], max_
         batch = tokenizer([texts[i] for i in rows], truncation=True, max_length=max_length, padding=True,
                           return_tensors="pt").to(device)
         with autocast:
-            pooled = model.pool(batch["input_ids"], batch["attention_mask"]).float().cpu().numpy()
+            pooled = model.embed(batch["input_ids"], batch["attention_mask"]).float().cpu().numpy()
         if out.shape[1] == 0:
             out = np.zeros((len(texts), pooled.shape[1]), dtype=np.float32)
         out[rows] = pooled

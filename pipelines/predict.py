@@ -45,31 +45,12 @@ def load_classifier(folder: str | Path):
     return pipeline("text-classification", model=str(folder), top_k=None, device=device)
 
 
-def read_texts(data: DataConfig, split: str | None):
-    """(what was read, dataset) of DATA: the split asked for, else `test` when there is one, else the
-    only split (a single file's rows)."""
-    from .sources import load_splits
-
-    splits = load_splits(data)
-    if split is None:
-        split = "test" if "test" in splits else next(iter(splits)) if len(splits) == 1 else None
-        if split is None:
-            raise PredictError(f"{data.path} has the splits {', '.join(splits)}: choose one with --split")
-    if split not in splits:
-        raise PredictError(f"{data.path} has no split '{split}' (it has: {', '.join(splits)})")
-    ds, read = splits[split], f"split '{split}' of {data.path}" if len(splits) > 1 else data.path
-    if data.text_column not in ds.column_names:
-        raise PredictError(f"{data.path}: no text column '{data.text_column}' (columns: {', '.join(ds.column_names)}); "
-                           "set --text-column")
-    return read, ds
-
-
 def predict(folder: str | Path, data_path: str, output: str | Path = "predictions.csv", split: str | None = None,
             text_column: str = "text", label_column: str = "label", encoding: str = "utf-8",
             batch_size: int = 32) -> dict:
     """Writes `output` (one row per text: row, predicted label, its probability, every class's
     probability, the true label when DATA has one); returns the scores when DATA has labels."""
-    from .data import label_names_of
+    from .data import label_names_of, read_split
     from .metrics import classification_metrics
 
     if Path(output).is_dir():
@@ -84,7 +65,7 @@ def predict(folder: str | Path, data_path: str, output: str | Path = "prediction
             raise PredictError(f"{folder}: member {member} has the labels {', '.join(_labels(classify))}, "
                                f"not {', '.join(labels)}: an ensemble averages classifiers of the same labels")
     data = DataConfig(path=data_path, text_column=text_column, label_column=label_column, encoding=encoding)
-    read, ds = read_texts(data, split)
+    read, ds = read_split(data, split)
     truth = label_names_of(ds, data) if label_column in ds.column_names else None
     if truth is not None:
         unknown = sorted(set(truth) - set(labels) - {None})

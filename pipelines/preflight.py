@@ -13,11 +13,12 @@ import os
 from pathlib import Path
 
 from huggingface_hub import is_offline_mode
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
+from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM,
+                          AutoModelForSequenceClassification, AutoTokenizer)
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from .backbones import resolve_checkpoint, tokenizer_source
-from .config import ClassifyStage, LMStage, LoadedRecipe, ModelConfig, TokenizerStage, same_folder
+from .config import ClassifyStage, EmbedStage, LMStage, LoadedRecipe, ModelConfig, TokenizerStage, same_folder
 from .errors import DataError, RecipeError, first_line
 from .models.awd_lstm import AwdLstmConfig
 from .sources import source_name
@@ -60,6 +61,10 @@ def check_stage_setup(recipe: LoadedRecipe, name: str) -> None:
     if isinstance(stage, TokenizerStage):
         _check_model(f"{where}.from_checkpoint", stage.from_checkpoint, "tokenizer", built)
         return
+    if isinstance(stage, EmbedStage):
+        _check_model(f"{where}.init_from", stage.init_from, "encoder", built)
+        _check_model(f"{where}.init_from", stage.init_from, "tokenizer", built)
+        return
     lm = isinstance(stage, LMStage)
     kind = "language model" if lm else "body"
     _check_model(f"{where}.init_from", stage.init_from, kind, built)
@@ -80,6 +85,8 @@ def check_stage_data(recipe: LoadedRecipe, name: str, read: dict) -> str | None:
     stage, seed = recipe.stage(name), recipe.config.run.seed
     if isinstance(stage, TokenizerStage) and stage.from_checkpoint:
         return None
+    if isinstance(stage, EmbedStage):
+        return _check_embed_data(recipe, name, read)
     classify = isinstance(stage, ClassifyStage)
     data = dataclasses.asdict(stage.data)
     key = json.dumps([classify, data, seed, stage.examples_per_class if classify else None], sort_keys=True)
@@ -100,6 +107,20 @@ def check_stage_data(recipe: LoadedRecipe, name: str, read: dict) -> str | None:
                     read[key] = f"{len(train):,} training texts, {len(held_out):,} held out for perplexity"
         except DataError as err:
             raise DataError(f"{where}: {err}") from None
+    return f"[{name}] data {source_name(stage.data)}: {read[key]}"
+
+
+def _check_embed_data(recipe: LoadedRecipe, name: str, read: dict) -> str:
+    from .data import read_split
+
+    stage = recipe.stage(name)
+    key = json.dumps(["embed", dataclasses.asdict(stage.data), stage.split], sort_keys=True)
+    if key not in read:
+        try:
+            what, ds = read_split(stage.data, stage.split, choose=f"{name}.split")
+        except DataError as err:
+            raise DataError(f"{recipe.path}: {name}: {err}") from None
+        read[key] = f"{len(ds):,} texts ({what})"
     return f"[{name}] data {source_name(stage.data)}: {read[key]}"
 
 
@@ -151,7 +172,8 @@ def _check_model(where: str, value: str | None, kind: str, built: set[str]) -> N
         raise RecipeError(f"{where}: '{value}' is not a local folder (looked in {os.path.abspath(value)}) and "
                           f"could not be loaded from the Hub ({why}); download it to a folder and give that "
                           "folder, or give another model") from None
-    mappings = ([AutoModelForCausalLM, AutoModelForMaskedLM] if kind == "language model" else [AutoModel])
+    mappings = {"language model": [AutoModelForCausalLM, AutoModelForMaskedLM], "body": [AutoModel],
+                "encoder": [AutoModel, AutoModelForSequenceClassification]}[kind]
     if not any(type(config) in auto._model_mapping for auto in mappings):
         wanted = "a causal or masked language model" if kind == "language model" else "a model with a text body"
         raise RecipeError(f"{where}: '{value}' is a {config.model_type} model, not {wanted}")

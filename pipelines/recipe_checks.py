@@ -10,7 +10,7 @@ import re
 
 from omegaconf import OmegaConf
 
-from .config import (ClassifyStage, DataConfig, LMStage, LoadedRecipe, Recipe, STAGE_KINDS, TokenizerStage,
+from .config import (ClassifyStage, DataConfig, EmbedStage, LMStage, LoadedRecipe, Recipe, STAGE_KINDS, TokenizerStage,
                      data_file_path, same_folder)
 from .errors import RecipeError
 from .sources import spelled_local
@@ -79,6 +79,13 @@ def check_recipe(loaded: LoadedRecipe) -> None:
             if stage.freeze_body and (stage.training.get("gradual_unfreezing") or stage.peft is not None):
                 raise RecipeError(f"{path}: {name}.freeze_body: trains the head alone; it cannot be combined "
                                   "with gradual_unfreezing or peft")
+        if isinstance(stage, EmbedStage):
+            if stage.pooling is not None:
+                _check_choice(path, f"{name}.pooling", stage.pooling, ("concat", "last", "mean"))
+            for key in ("max_length", "bptt", "batch_size", "max_examples"):
+                _at_least(path, f"{name}.{key}", getattr(stage, key), 1)
+            if same_folder(stage.init_from) not in outputs:
+                _check_local_path(path, f"{name}.init_from", stage.init_from)
         if isinstance(stage, TokenizerStage):
             _check_choice(path, f"{name}.algorithm", stage.algorithm, ("bpe", "unigram"))
             _at_least(path, f"{name}.vocab_size", stage.vocab_size, 16)

@@ -21,6 +21,10 @@ from .record import describe_hardware, is_current, provenance, read_metrics, wri
 from .trainer import checkpoint_step
 
 
+# The stages whose folder holds a model (and gets a model card); the others hold a tokenizer or vectors.
+MODEL_STAGES = ("pretrain", "lm_finetune", "classify")
+
+
 @dataclass
 class StageContext:
     recipe: LoadedRecipe
@@ -83,9 +87,9 @@ class StageContext:
 
 
 def _stage_module(name: str):
-    from .stages import classify, lm, tokenizer
+    from .stages import classify, embed, lm, tokenizer
 
-    return {"tokenizer": tokenizer, "pretrain": lm, "lm_finetune": lm, "classify": classify}[name]
+    return {"tokenizer": tokenizer, "pretrain": lm, "lm_finetune": lm, "classify": classify, "embed": embed}[name]
 
 
 def run_recipe(recipe: LoadedRecipe, only: str | None = None, force: bool = False,
@@ -117,7 +121,7 @@ def run_recipe(recipe: LoadedRecipe, only: str | None = None, force: bool = Fals
             continue
         if not force and is_current(ctx.output_dir, ctx.fingerprint):
             say_on_main(state, f"[{name}] up to date in {ctx.output_dir} (config {ctx.fingerprint}); skipped")
-            if name != "tokenizer" and state.is_main_process and refresh_card(ctx.output_dir,
+            if name in MODEL_STAGES and state.is_main_process and refresh_card(ctx.output_dir,
                                                                               recipe.resolved.get("card", {})):
                 print(f"[{name}] model card updated (the recipe's card section or the templates changed)",
                       flush=True)
@@ -150,7 +154,7 @@ def _run_stage(ctx: StageContext) -> dict:
     metrics["lm_transfer"] = provenance(ctx.name, ctx.fingerprint, ctx.recipe.path)
     if state.is_main_process:
         write_record(ctx.partial_dir, metrics, ctx.recipe.resolved)
-        if ctx.name != "tokenizer":  # a model: its folder gets the card the Hub shows
+        if ctx.name in MODEL_STAGES:  # a model: its folder gets the card the Hub shows
             write_card(ctx.partial_dir, ctx.name, ctx.recipe.path, ctx.recipe.resolved, metrics)
         shutil.rmtree(ctx.output_dir, ignore_errors=True)
         ctx.partial_dir.rename(ctx.output_dir)
@@ -180,6 +184,8 @@ def summary_table(recipe: LoadedRecipe, results: dict[str, dict]) -> str:
                     rows.append((name, f"test macro-F1 ({arm})", f"{100 * values['test_f1_macro']:.1f} %"))
             rows.append((name, "labeled train / test examples",
                          f"{metrics['train_examples']} / {metrics['test_examples']}"))
+        if "embedded_texts" in metrics:
+            rows.append((name, "texts embedded", f"{metrics['embedded_texts']:,} x {metrics['dim']} ({metrics['pooling']} pooling)"))
         rows.append((name, "output folder", str(recipe.stage(name).output_dir)))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]

@@ -113,14 +113,19 @@ class TransferClassifier(PreTrainedModel):
         pooled = concat_pool(hidden, attention_mask)
         return pooled[:, :width] if self.config.pooling == "last" else pooled[:, 2 * width:]
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None, **kwargs) -> SequenceClassifierOutput:
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Each document's vector as the head reads it: its first max_tokens tokens (reversed for a
+        backward model), read with BPT3C and pooled. Also what `lm-transfer embed` and the frozen probe use."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         input_ids, attention_mask = input_ids[:, :self.config.max_tokens], attention_mask[:, :self.config.max_tokens]
         if self.config.direction == "backward":  # (the same tokens as forward: the document's first max_tokens)
             input_ids = reverse_tokens(input_ids, attention_mask)
-        logits = self.head(self.pool(input_ids, attention_mask).float())
+        return self.pool(input_ids, attention_mask)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, **kwargs) -> SequenceClassifierOutput:
+        logits = self.head(self.embed(input_ids, attention_mask).float())
         loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
 

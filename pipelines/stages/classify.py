@@ -68,6 +68,14 @@ def run(ctx) -> dict:
     return metrics
 
 
+def default_bptt(body, max_length: int) -> int:
+    """BPT3C's chunk length when the recipe gives none: ULMFiT's 70 for a recurrent body; a
+    transformer reads up to its own context at once."""
+    if getattr(body, "is_recurrent", False):
+        return RECURRENT_BPTT
+    return min(getattr(body.config, "max_position_embeddings", None) or max_length, max_length)
+
+
 def classifier_tokenizer(cfg: ClassifyStage, where: str):
     return load_tokenizer(tokenizer_source(cfg, where)[1])
 
@@ -91,9 +99,7 @@ def build_classifier(cfg: ClassifyStage, tokenizer, label_names: list[str], wher
     if cfg.direction is not None and cfg.direction != direction and not cfg.random_init:
         raise RecipeError(f"{where}.direction: {cfg.direction}, but init_from's language model reads {direction}")
     direction = cfg.direction or direction
-    recurrent = getattr(body, "is_recurrent", False)
-    context = getattr(body.config, "max_position_embeddings", None) or cfg.max_length
-    bptt = cfg.bptt or (RECURRENT_BPTT if recurrent else min(context, cfg.max_length))
+    bptt = cfg.bptt or default_bptt(body, cfg.max_length)
     model = TransferClassifier.from_body(
         body, num_labels=len(label_names), pooling=cfg.pooling, direction=direction, head_hidden=cfg.head_hidden,
         head_dropout=cfg.head_dropout, bptt=bptt, max_tokens=cfg.max_length, pad_token_id=tokenizer.pad_token_id,

@@ -19,7 +19,7 @@ from ..sweep_config import ArmSection, SelfTrainingSection
 from ..stages.classify import FROM_SCRATCH
 from .methods import METHODS, CellMethod
 
-LM_STAGES = [s for s in STAGE_KINDS if s != "classify"]
+LM_STAGES = [s for s in STAGE_KINDS if s not in ("classify", "embed")]
 
 
 @dataclass

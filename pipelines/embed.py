@@ -1,0 +1,189 @@
+"""Text embeddings: any trained folder (a language model or classifier of either backbone) or a
+checkpoint (e.g. all-MiniLM-L6-v2) turns texts into vectors whose cosine similarity measures how
+alike the texts are; `lm-transfer embed` saves them, `lm-transfer search` queries them.
+
+Steps of `embed`: load the model as an encoder (its body, BPT3C, pooling) -> read DATA's split ->
+encode its texts in batches with a progress bar -> write OUTPUT/embeddings.parquet (row, text,
+label, embedding; a `datasets` Parquet file) and OUTPUT/embed.json (what made them, for search)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .config import DataConfig
+from .errors import LmTransferError
+
+EMBEDDINGS_FILE, META_FILE = "embeddings.parquet", "embed.json"
+POOLINGS = ("mean", "last", "concat")
+
+
+class EmbedError(LmTransferError):
+    pass
+
+
+@dataclass
+class Encoder:
+    """A model read as a text encoder: `encode(texts)` -> (n, dim) float32 vectors."""
+
+    model: object  # a TransferClassifier: `embed` truncates, reverses a backward model's tokens, pools
+    tokenizer: object
+    source: str
+    kind: str  # classifier | language model (any other body: a checkpoint's encoder)
+    max_length: int
+    bf16: bool = False
+
+    def encode(self, texts: list[str], batch_size: int = 32, progress: bool = True) -> np.ndarray:
+        from .features import pooled_features
+
+        return pooled_features(self.model, self.tokenizer, texts, self.max_length, batch_size=batch_size,
+                               bf16=self.bf16, progress=progress)
+
+    def describe(self) -> dict:
+        config = self.model.config
+        return {"model": self.source, "kind": self.kind, "pooling": config.pooling, "max_length": self.max_length,
+                "bptt": config.bptt, "direction": config.direction}
+
+
+def load_encoder(path: str, pooling: str | None = None, max_length: int = 512, bptt: int | None = None,
+                 bf16: bool = False) -> Encoder:
+    """A classifier folder keeps its own pooling unless told otherwise (its head was trained on it);
+    any other model's body is mean-pooled by default, as sentence encoders are."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from .backbones import load_body, load_tokenizer, resolve_checkpoint
+    from .models.classifier import TransferClassifier
+    from .stages.classify import default_bptt
+
+    if pooling is not None and pooling not in POOLINGS:
+        raise EmbedError(f"pooling '{pooling}': choose one of {', '.join(POOLINGS)}")
+    if max_length < 1 or (bptt is not None and bptt < 1):
+        raise EmbedError(f"max_length ({max_length}) and bptt ({bptt}) must be at least 1")
+    local = resolve_checkpoint(path)
+    if Path(local).is_dir() and not (Path(local) / "config.json").is_file():
+        raise EmbedError(f"{path}: not a model folder (no config.json); give a stage's output folder "
+                         "(e.g. runs/demo-bbc/classifier) or a checkpoint")
+    try:
+        config = AutoConfig.from_pretrained(local)
+    except (OSError, ValueError) as err:
+        raise EmbedError(f"{path}: cannot load a model from it ({str(err).splitlines()[0]})") from None
+    tokenizer = load_tokenizer(path)
+    classifier = any(a in ("TransferClassifier", "AwdLstmForSequenceClassification")
+                     for a in config.architectures or [])
+    if classifier:
+        model = AutoModelForSequenceClassification.from_pretrained(local)
+        model.config.pooling = pooling or model.config.pooling
+        model.config.max_tokens = max_length
+        model.config.bptt = bptt or model.config.bptt
+    else:
+        body = load_body(path)
+        model = TransferClassifier.from_body(
+            body, num_labels=1, pooling=pooling or "mean", direction=getattr(body.config, "direction", "forward"),
+            bptt=bptt or default_bptt(body, max_length), max_tokens=max_length, pad_token_id=tokenizer.pad_token_id)
+    model.to("cuda" if torch.cuda.is_available() else "cpu")
+    lm = any(a.endswith(("ForCausalLM", "ForMaskedLM")) for a in config.architectures or [])
+    kind = "classifier" if classifier else "language model" if lm else "encoder"
+    # (a folder by its absolute path: `search` finds the model from anywhere)
+    source = str(Path(path).resolve()) if Path(path).is_dir() else path
+    return Encoder(model, tokenizer, source, kind, max_length, bf16)
+
+
+def embed(model_path: str, data: DataConfig, output: str | Path, split: str | None = None,
+          pooling: str | None = None, max_length: int = 512, bptt: int | None = None, batch_size: int = 32,
+          max_examples: int | None = None, seed: int = 0, bf16: bool = False, choose: str = "--split") -> dict:
+    """Writes OUTPUT's two files; returns embed.json's content. Empty texts are left out; `row` is
+    each vector's row in the split, so vectors line up with the data they came from."""
+    from datasets import Dataset
+
+    from .data import label_names_of, read_split, stratified_indices
+
+    if batch_size < 1:
+        raise EmbedError(f"batch size {batch_size}: must be at least 1")
+    output = Path(output)
+    if output.is_file():
+        raise EmbedError(f"{output}: is a file; give the folder to write the embeddings in")
+    encoder = load_encoder(model_path, pooling, max_length, bptt, bf16)
+    read, ds = read_split(data, split, choose)
+    texts = ds[data.text_column]
+    labels = label_names_of(ds, data) if data.label_column and data.label_column in ds.column_names else None
+    rows = [i for i, t in enumerate(texts) if isinstance(t, str) and t.strip()]
+    if not rows:
+        raise EmbedError(f"{data.path}: every text is empty; nothing to embed")
+    if max_examples is not None and len(rows) > max_examples:
+        rows = _sample(rows, labels, max_examples, seed, stratified_indices)
+    started = time.time()
+    vectors = encoder.encode([texts[i] for i in rows], batch_size=batch_size)
+    seconds = time.time() - started
+    columns = {"row": rows, "text": [texts[i] for i in rows], "embedding": list(vectors)}
+    if labels is not None:
+        columns["label"] = [labels[i] for i in rows]
+    meta = {**encoder.describe(), "data": data.path, "read": read, "texts": len(rows), "dim": int(vectors.shape[1]),
+            "seconds": round(seconds, 1), "texts_per_second": round(len(rows) / max(seconds, 1e-9), 1)}
+    output.mkdir(parents=True, exist_ok=True)
+    temp = output / f".{EMBEDDINGS_FILE}.partial"
+    Dataset.from_dict(columns).to_parquet(str(temp))
+    temp.replace(output / EMBEDDINGS_FILE)
+    (output / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    print(f"embedded {len(rows):,} texts ({read}) with {model_path}: {meta['dim']}-dim vectors, "
+          f"{meta['texts_per_second']:.0f} texts/s -> {output}", file=sys.stderr)
+    return meta
+
+
+def _sample(rows: list[int], labels, count: int, seed: int, stratified_indices) -> list[int]:
+    """`count` of the rows, seeded; stratified by label when there are labels (every class kept)."""
+    if labels is None:
+        return sorted(np.random.default_rng(seed).choice(rows, size=count, replace=False).tolist())
+    kept = [labels[i] for i in rows]
+    classes = sorted(set(kept) - {None})
+    picked = stratified_indices([classes.index(v) if v is not None else -1 for v in kept],
+                                max(1, count // max(1, len(classes))), seed)
+    return [rows[i] for i in picked]
+
+
+def load_embeddings(folder: str | Path):
+    """(dataset with row / text / label / embedding, embed.json's content) of an `embed` output."""
+    from datasets import Dataset
+
+    folder = Path(folder)
+    if not (folder / EMBEDDINGS_FILE).is_file() or not (folder / META_FILE).is_file():
+        raise EmbedError(f"{folder}: no embeddings here ({EMBEDDINGS_FILE} and {META_FILE}); make them with "
+                         "`lm-transfer embed MODEL --data DATA --output FOLDER`")
+    return Dataset.from_parquet(str(folder / EMBEDDINGS_FILE)), json.loads((folder / META_FILE).read_text())
+
+
+class SearchIndex:
+    """Nearest texts by cosine similarity over an `embed` output, queries encoded by the same model
+    with the same settings. The index is scikit-learn's (exact, brute force: fine up to ~10^5 texts)."""
+
+    def __init__(self, folder: str | Path):
+        from sklearn.neighbors import NearestNeighbors
+
+        self.data, self.meta = load_embeddings(folder)
+        self.vectors = np.asarray(self.data["embedding"], dtype=np.float32)
+        self.index = NearestNeighbors(metric="cosine", algorithm="brute").fit(self.vectors)
+        self._encoder = None
+
+    def encoder(self) -> Encoder:
+        if self._encoder is None:
+            meta = self.meta
+            if not Path(meta["model"]).exists() and meta["model"].startswith((".", "/", "~")):
+                raise EmbedError(f"the model these embeddings were made with, {meta['model']}, is not there any more")
+            self._encoder = load_encoder(meta["model"], meta["pooling"], meta["max_length"], meta["bptt"])
+        return self._encoder
+
+    def search(self, queries: list[str], k: int = 5) -> list[list[dict]]:
+        """For each query, its k nearest texts: {score (cosine similarity), row, text, label}."""
+        if k < 1:
+            raise EmbedError(f"k={k}: must be at least 1")
+        k = min(k, len(self.vectors))
+        distances, indices = self.index.kneighbors(self.encoder().encode(queries, progress=False), n_neighbors=k)
+        labels = self.data["label"] if "label" in self.data.column_names else None
+        return [[{"score": 1.0 - float(d), "row": self.data[int(i)]["row"], "text": self.data[int(i)]["text"],
+                  "label": labels[int(i)] if labels else None} for d, i in zip(ds, ix)]
+                for ds, ix in zip(distances, indices)]
