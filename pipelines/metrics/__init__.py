@@ -6,15 +6,18 @@ Each is an `evaluate.Metric`, so they combine, batch and run distributed like Hu
 
 `LabelEfficiency` (label_efficiency.py) turns a sweep's cells into data multipliers and areas
 under the learning curve.
+`NeighbourRetrieval`, `Clustering`, `OutlierDetection` (embedding_quality.py) score text embeddings against labels.
 """
 
 import datasets
 import evaluate
 from sklearn.metrics import accuracy_score, f1_score
 
+from .embedding_quality import Clustering, NeighbourRetrieval, OutlierDetection
 from .label_efficiency import LabelEfficiency
 
-__all__ = ["Accuracy", "MacroF1", "LabelEfficiency", "classification_metrics"]
+__all__ = ["Accuracy", "MacroF1", "LabelEfficiency", "NeighbourRetrieval", "Clustering", "OutlierDetection",
+           "classification_metrics"]
 
 class _LabelMetric(evaluate.Metric):
     """A metric over integer class predictions and references."""
