@@ -147,7 +147,37 @@ class FineTune(CellMethod):
         return encoded
 
 
-class Probe(CellMethod):
+class FeaturesLR(CellMethod):
+    """Fixed text features + standardisation + logistic regression. Subclasses say how texts become
+    features (`encode`); each text is encoded once per arm and kept."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self._features: dict[str, np.ndarray] = {}
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        raise NotImplementedError
+
+    def features(self, texts: list[str]) -> np.ndarray:
+        missing = list(dict.fromkeys(t for t in texts if t not in self._features))
+        if missing:
+            self._features.update(zip(missing, self.encode(missing)))
+        return np.stack([self._features[t] for t in texts])
+
+    def fit(self, texts, labels, seed):
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        x = self.features(texts)
+        started = time.time()
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+        model.fit(x, labels)
+        return Fitted(lambda batch: _all_classes(model, model.predict_proba(self.features(batch)), self.label_names),
+                      time.time() - started)
+
+
+class Probe(FeaturesLR):
     """The body frozen: pooled features + logistic regression."""
 
     name = "probe"
@@ -160,7 +190,6 @@ class Probe(CellMethod):
     def __init__(self, *args):
         super().__init__(*args)
         self._body = None  # loaded at the first cell (on the process that runs the cells)
-        self._features: dict[str, np.ndarray] = {}  # by text: every text is encoded once per arm
 
     def _load(self):
         from transformers import set_seed
@@ -175,29 +204,13 @@ class Probe(CellMethod):
         model.to(self.state.device)
         return model, tokenizer, build_training_args(cfg.training, str(self.work_dir)).bf16
 
-    def features(self, texts: list[str]) -> np.ndarray:
+    def encode(self, texts: list[str]) -> np.ndarray:
         from ..features import pooled_features
 
-        missing = list(dict.fromkeys(t for t in texts if t not in self._features))
-        if missing:
-            self._body = self._body or self._load()
-            model, tokenizer, bf16 = self._body
-            found = pooled_features(model, tokenizer, missing, self.arm.classify.max_length, bf16=bf16,
-                                    progress=len(missing) > 500)
-            self._features.update(zip(missing, found))
-        return np.stack([self._features[t] for t in texts])
-
-    def fit(self, texts, labels, seed):
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
-
-        x = self.features(texts)
-        started = time.time()
-        probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-        probe.fit(x, labels)
-        return Fitted(lambda batch: _all_classes(probe, probe.predict_proba(self.features(batch)), self.label_names),
-                      time.time() - started)
+        self._body = self._body or self._load()
+        model, tokenizer, bf16 = self._body
+        return pooled_features(model, tokenizer, texts, self.arm.classify.max_length, bf16=bf16,
+                               progress=len(texts) > 500)
 
 
 class TfIdf(CellMethod):
@@ -232,7 +245,7 @@ class WordVectorsOptions:
     min_count: int = 2
 
 
-class WordVectorsLR(CellMethod):
+class WordVectorsLR(FeaturesLR):
     """Word vectors, the transfer before ULMFiT: each text the mean of its words' vectors
     (pipelines.word_vectors), then standardised features + logistic regression, as the probe.
     Needs the `embeddings` extra."""
@@ -264,7 +277,6 @@ class WordVectorsLR(CellMethod):
     def __init__(self, *args):
         super().__init__(*args)
         self._vectors = None  # loaded, or trained, at the first cell
-        self._features: dict[str, np.ndarray] = {}  # by text: every text is averaged once per arm
 
     def vectors(self):
         from ..data import classification_splits
@@ -283,23 +295,8 @@ class WordVectorsLR(CellMethod):
                                                min_count=options.min_count, epochs=options.epochs, seed=seed)
         return self._vectors
 
-    def features(self, texts: list[str]) -> np.ndarray:
-        missing = list(dict.fromkeys(t for t in texts if t not in self._features))
-        if missing:
-            self._features.update(zip(missing, self.vectors().average(missing)))
-        return np.stack([self._features[t] for t in texts])
-
-    def fit(self, texts, labels, seed):
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
-
-        x = self.features(texts)
-        started = time.time()
-        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-        model.fit(x, labels)
-        return Fitted(lambda batch: _all_classes(model, model.predict_proba(self.features(batch)), self.label_names),
-                      time.time() - started)
+    def encode(self, texts: list[str]) -> np.ndarray:
+        return self.vectors().average(texts)
 
 
 @dataclass
