@@ -181,8 +181,8 @@ def test_generate(ids):
     assert torch.equal(out[:, :4], ids[:, :4])
     # Greedy decoding must agree with a manual argmax over the recomputed prefix.
     assert torch.equal(out[:, 4], lm(ids[:, :4]).logits[:, -1].argmax(-1))
-    # Every step must see the whole prefix, also with use_cache=True (the default when a checkpoint lacks
-    # generation_config.json): compare each step's logits with a fresh forward pass over the prefix.
+    # Every step must see the whole prefix, through the carried state: compare each step's logits with a
+    # fresh forward pass over the prefix.
     for use_cache in (False, True):
         gen = lm.generate(
             ids[:, :4], max_new_tokens=4, do_sample=False, use_cache=use_cache,
@@ -190,6 +190,14 @@ def test_generate(ids):
         )
         for step, step_logits in enumerate(gen.logits):
             torch.testing.assert_close(step_logits, lm(gen.sequences[:, : 4 + step]).logits[:, -1])
+
+
+def test_generate_feeds_one_new_token_a_step_from_the_carried_state(ids):
+    lm = tiny_lm().eval()
+    fed = []
+    lm.model.register_forward_hook(lambda module, args, kwargs, out: fed.append(args[0].shape[1]), with_kwargs=True)
+    lm.generate(ids[:, :4], max_new_tokens=5, do_sample=False)
+    assert fed == [4, 1, 1, 1, 1]  # the prompt once, then each new token alone: the state is the cache
 
 
 def test_sequence_classification_from_an_lm_folder_reuses_the_body(tmp_path, ids):

@@ -197,9 +197,10 @@ class AwdLstmForCausalLM(AwdLstmPreTrainedModel, GenerationMixin):
         self.model = AwdLstmModel(config)
         self.lm_head = nn.Linear(config.embedding_size, config.vocab_size)  # the bias is never tied
         self.post_init()
-        # There is no KV cache: generate() re-runs the whole prefix at every step.
+        # The LSTM state is the cache: generate() feeds each new token with the state the prefix left
+        # (constant in size, however long the prefix), as RWKV's and Mamba's models do.
         self.generation_config = GenerationConfig(
-            use_cache=False,
+            use_cache=True,
             bos_token_id=config.bos_token_id,
             eos_token_id=config.eos_token_id,
             pad_token_id=config.pad_token_id,
@@ -217,10 +218,19 @@ class AwdLstmForCausalLM(AwdLstmPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, new_embeddings):
         self.lm_head = new_embeddings
 
-    def prepare_inputs_for_generation(self, input_ids, attention_mask=None, **kwargs):
-        # Always feed the whole prefix. The default slices input_ids to the new token whenever generate() runs
-        # with use_cache=True (e.g. a checkpoint without generation_config.json), silently dropping the context.
-        return {"input_ids": input_ids, "attention_mask": attention_mask}
+    def prepare_inputs_for_generation(self, input_ids, attention_mask=None, state: LstmState | None = None,
+                                      **kwargs):
+        # The first step reads the whole prompt; later ones only the token just generated, from the state the
+        # earlier ones left (not transformers' default slicing, which follows a KV cache's length).
+        if state is not None:
+            input_ids = input_ids[:, -1:]
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "state": state}
+
+    def _update_model_kwargs_for_generation(self, outputs, model_kwargs, is_encoder_decoder=False, num_new_tokens=1):
+        # The state is not a transformers Cache, so generate() would not carry it by itself.
+        if getattr(outputs, "state", None) is not None:
+            model_kwargs["state"] = outputs.state
+        return super()._update_model_kwargs_for_generation(outputs, model_kwargs, is_encoder_decoder, num_new_tokens)
 
     def forward(
         self,
