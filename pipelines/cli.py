@@ -150,14 +150,21 @@ def _embed(args) -> int:
 
     data = DataConfig(path=args.data, text_column=args.text_column, label_column=args.label_column or None,
                       encoding=args.encoding)
-    embed(args.folder, data, args.output, split=args.split, pooling=args.pooling, max_length=args.max_length,
-          batch_size=args.batch_size, max_examples=args.max_examples)
+    meta = embed(args.folder, data, args.output, split=args.split, pooling=args.pooling, max_length=args.max_length,
+                 batch_size=args.batch_size, max_examples=args.max_examples)
+    print(f"embedded {meta['texts']:,} texts ({meta['read']}) with {args.folder}: {meta['dim']}-dim vectors "
+          f"({meta['pooling']} pooling), {meta['texts_per_second']:.0f} texts/s -> {args.output}")
     return 0
 
 
 def _search(args) -> int:
+    import datasets
+    from transformers.utils import logging as hf_logging
+
     from .embed import SearchIndex
 
+    datasets.disable_progress_bars()  # (loading the index and the model: the results are what to show)
+    hf_logging.disable_progress_bar()
     index = SearchIndex(args.index)
     for query, hits in zip(args.queries, index.search(args.queries, k=args.k)):
         print(f"query: {query}")

@@ -9,7 +9,6 @@ label, embedding; a `datasets` Parquet file) and OUTPUT/embed.json (what made th
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,8 +129,6 @@ def embed(model_path: str, data: DataConfig, output: str | Path, split: str | No
     Dataset.from_dict(columns).to_parquet(str(temp))
     temp.replace(output / EMBEDDINGS_FILE)
     (output / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-    print(f"embedded {len(rows):,} texts ({read}) with {model_path}: {meta['dim']}-dim vectors, "
-          f"{meta['texts_per_second']:.0f} texts/s -> {output}", file=sys.stderr)
     return meta
 
 

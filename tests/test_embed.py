@@ -108,6 +108,7 @@ def test_cli_embed_then_search(tmp_path, awd_run, topic_data, capsys):
     assert main(["embed", str(root / "run" / "classifier"), "--data", str(topic_data), "--output", str(out),
                  "--pooling", "mean", "--max-length", "32"]) == 0
     assert json.loads((out / "embed.json").read_text())["pooling"] == "mean"
+    assert "embedded 45 texts" in capsys.readouterr().out
     query = _test_split(topic_data)[2]["text"]
     assert main(["search", str(out), query, "-k", "2"]) == 0
     printed = capsys.readouterr().out.splitlines()
