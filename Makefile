@@ -15,12 +15,13 @@ CPU_THREADS ?= $(shell n=$$(( $$(nproc) / $(or $(PROCESSES),1) )); echo $$(( n >
 CHECK_FIRST = $(if $(filter-out 1,$(or $(PROCESSES),1)),$(BIN)/lm-transfer validate $(1) $(foreach a,$(ARGS),--set $(a)) >/dev/null &&)
 LAUNCH := $(BIN)/accelerate launch --config_file $(ACCELERATE_CONFIG) --num_cpu_threads_per_process $(CPU_THREADS) -m pipelines
 
-.PHONY: help setup demo test bench run pretrain finetune classify embed search label-efficiency predict publish validate clean
+.PHONY: help setup demo test bench compare-architectures run pretrain finetune classify embed search label-efficiency predict publish validate clean
 
 help:
 	@echo "make demo                      ULMFiT on BBC News, offline, about 6 minutes on 2 CPU cores"
 	@echo "make test                      the test suite"
 	@echo "make bench                     Trainer vs a hand-written loop, tokens/s per stage, 1 vs 2 processes, corpus scale -> docs/results/bench.md"
+	@echo "make compare-architectures     AWD-LSTM vs Llama against context length -> docs/results/architectures/"
 	@echo "make run RECIPE=... ARGS=...   all stages of a recipe under accelerate launch"
 	@echo "make pretrain|finetune|classify RECIPE=...   one stage"
 	@echo "make label-efficiency RECIPE=... ARGS=...   the recipe's label-efficiency sweep (summary.md, curve.png)"
@@ -55,6 +56,10 @@ test: setup
 # A benchmark, never a test (about 25 minutes on 2 CPU cores; run nothing else meanwhile).
 bench: setup
 	$(BIN)/python benchmarks/bench.py $(ARGS)
+
+# A benchmark: trains recipes/imdb/awd_lstm.yaml and small.yaml when not built (reads ../shared/data).
+compare-architectures: setup
+	$(BIN)/python benchmarks/architectures.py $(ARGS)
 
 run: setup
 	$(call CHECK_FIRST,$(RECIPE)) $(LAUNCH) run $(RECIPE) $(ARGS)

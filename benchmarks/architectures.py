@@ -1,0 +1,201 @@
+"""RNN vs Transformer with lm-transfer's own models: recipes/imdb/awd_lstm.yaml's AWD-LSTM and
+recipes/imdb/small.yaml's Llama (7.5M parameters each; the same tokenizer, text, token budget and
+schedule), trained through the pipeline, then measured against context length on this machine:
+
+- bytes carried to predict the next word (LSTM hidden + cell states vs the KV cache), 128 -> 8,192 tokens
+- generate() seconds per new token after a prompt of that length
+- training tokens/s and peak memory (RSS, a fresh process per point) at that block size
+- perplexity on ../shared/data/wikitext103 validation with that much context (the second half of each
+  window scored, so every scored token has at least half the window before it)
+- IMDb test accuracy of each model's classifier by review length
+- how much the next-word distribution moves (KL) when the token d positions back is replaced
+
+    make compare-architectures              # trains what is not built yet (about 35 min a model here)
+    python benchmarks/architectures.py --skip-training --contexts 128 512 2048
+
+Writes docs/results/architectures/results.json and *.png; docs/results/architectures.md says what
+they show. A benchmark, not a test: run nothing else meanwhile."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+SHARED = ROOT.parent / "shared" / "data"
+OUT = ROOT / "docs" / "results" / "architectures"
+MODELS = {"AWD-LSTM": "recipes/imdb/awd_lstm.yaml", "Llama": "recipes/imdb/small.yaml"}
+CONTEXTS = [128, 256, 512, 1024, 2048, 4096, 8192]
+PERPLEXITY_CONTEXTS = [32, 64, 128, 256, 512, 1024]
+DISTANCES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000]
+LENGTH_BUCKETS = [(0, 128), (128, 256), (256, 384), (384, 10**9)]
+
+
+def stage_folders(recipe: str) -> dict[str, str]:
+    from pipelines.config import load_recipe
+
+    loaded = load_recipe(ROOT / recipe)
+    return {name: str(ROOT / loaded.stage(name).output_dir) for name in loaded.config.run.stages}
+
+
+def train(recipe: str) -> None:
+    """`make run` (the runner skips stages already built from the same config)."""
+    subprocess.run(["make", "run", f"RECIPE={recipe}"], cwd=ROOT, check=True)
+
+
+def wikitext_ids(tokenizer, tokens: int) -> torch.Tensor:
+    """The first `tokens` tokens of wikitext-103's validation articles as one stream."""
+    from datasets import load_dataset
+
+    text = "".join(load_dataset(str(SHARED / "wikitext103"), split="validation")["text"])
+    return torch.tensor(tokenizer(text[: tokens * 8])["input_ids"][:tokens])
+
+
+@torch.no_grad()
+def windowed_perplexity(lm, stream: torch.Tensor, context: int, max_windows: int = 64) -> float:
+    """exp(mean loss) of the second half of non-overlapping windows of `context` tokens."""
+    windows = stream[: len(stream) // context * context].view(-1, context)[:max_windows]
+    losses = []
+    for batch in windows.split(8):
+        logits = lm(input_ids=batch).logits.float()
+        half = context // 2
+        losses.append(torch.nn.functional.cross_entropy(
+            logits[:, half - 1:-1].flatten(0, 1), batch[:, half:].flatten(), reduction="none"))
+    return float(torch.cat(losses).mean().exp())
+
+
+def train_probe(folder: str, context: int, tokens: int, steps: int) -> dict:
+    """Forward + backward at block size `context` (batch = tokens // context), in this process:
+    tokens/s over `steps` after a warm-up step, and the process's peak RSS."""
+    from pipelines.backbones import load_language_model
+
+    torch.set_flush_denormal(True)
+    lm = load_language_model(folder)
+    lm.config.max_position_embeddings = max(context, getattr(lm.config, "max_position_embeddings", 0) or 0)
+    lm.train()
+    optimizer = torch.optim.AdamW(lm.parameters(), lr=1e-4)
+    batch = torch.randint(5, lm.config.vocab_size, (max(1, tokens // context), context))
+    seconds = 0.0
+    for step in range(steps + 1):
+        started = time.perf_counter()
+        lm(input_ids=batch, labels=batch).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        seconds += (time.perf_counter() - started) if step else 0.0
+    return {"tokens_per_second": batch.numel() * steps / seconds,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def accuracy_by_length(classifier: str) -> list[dict]:
+    """IMDb test accuracy per review length (tokens), on the recipe's 2,000 stratified test reviews."""
+    from pipelines.config import DataConfig
+    from pipelines.data import classification_splits
+    from pipelines.predict import load_classifier
+
+    _, test, names = classification_splits(DataConfig(path=str(SHARED / "imdb"), max_test_examples=2000), None, 42)
+    classify = load_classifier(classifier)
+    lengths = [len(ids) for ids in classify.tokenizer(list(test["text"]))["input_ids"]]
+    predicted = [max(scores, key=lambda s: s["score"])["label"]
+                 for scores in classify(list(test["text"]), batch_size=32, truncation=True)]
+    right = np.array([p == names[t] for p, t in zip(predicted, test["label"])])
+    lengths = np.array(lengths)
+    out = []
+    for low, high in LENGTH_BUCKETS:
+        chosen = (lengths >= low) & (lengths < high)
+        out.append({"tokens": f"{low}-{high if high < 10**9 else ''}", "reviews": int(chosen.sum()),
+                    "accuracy": float(right[chosen].mean()) if chosen.any() else None})
+    return out
+
+
+def measure(name: str, folders: dict, args) -> dict:
+    from pipelines.architectures import distance_influence, next_word_state_bytes, seconds_per_new_token
+    from pipelines.backbones import load_language_model, load_tokenizer
+
+    lm = load_language_model(folders["lm_finetune"]).eval()
+    tokenizer = load_tokenizer(folders["lm_finetune"])
+    stream = wikitext_ids(tokenizer, max(max(args.contexts), 64 * max(PERPLEXITY_CONTEXTS), 16 * 1024) + 1)
+    result = {"parameters": sum(p.numel() for p in lm.parameters()), "by_context": {}}
+    for context in args.contexts:
+        prompt = stream[:context].unsqueeze(0)
+        row = {"state_bytes": next_word_state_bytes(lm, prompt),
+               "seconds_per_token": seconds_per_new_token(lm, prompt, new_tokens=32)}
+        probe = subprocess.run([sys.executable, __file__, "--train-probe", folders["lm_finetune"], str(context)],
+                               capture_output=True, text=True, check=True)
+        row.update(json.loads(probe.stdout.strip().splitlines()[-1]))
+        result["by_context"][context] = row
+        print(name, context, row, file=sys.stderr, flush=True)
+    result["perplexity"] = {c: windowed_perplexity(lm, stream, c) for c in PERPLEXITY_CONTEXTS}
+    windows = stream[: 16 * 1024].view(16, 1024)
+    result["influence"] = distance_influence(lm, windows, [d for d in DISTANCES if d <= 1024])
+    result["accuracy_by_length"] = accuracy_by_length(folders["classify"])
+    return result
+
+
+def plots(results: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("state_bytes", "bytes carried to predict the next word", True),
+              ("seconds_per_token", "generate(): seconds per new token", True),
+              ("tokens_per_second", "training tokens/s", False), ("peak_rss_mb", "training peak RSS (MiB)", True)]
+    figure, axes = plt.subplots(2, 3, figsize=(15, 8))
+    for ax, (key, title, log) in zip(axes.flat, panels):
+        for name, result in results.items():
+            contexts = sorted(result["by_context"], key=int)
+            ax.plot([int(c) for c in contexts], [result["by_context"][c][key] for c in contexts], marker="o", label=name)
+        ax.set(xscale="log", yscale="log" if log else "linear", xlabel="context (tokens)", title=title)
+        ax.legend()
+    ax = axes.flat[4]
+    for name, result in results.items():
+        ax.plot([int(c) for c in result["perplexity"]], list(result["perplexity"].values()), marker="o", label=name)
+    ax.set(xscale="log", xlabel="context (tokens)", title="wikitext-103 validation perplexity")
+    ax.legend()
+    ax = axes.flat[5]
+    for name, result in results.items():
+        ax.plot([int(d) for d in result["influence"]], list(result["influence"].values()), marker="o", label=name)
+    ax.set(xscale="log", yscale="log", xlabel="distance of the replaced token", title="KL of the next-word distribution")
+    ax.legend()
+    figure.tight_layout()
+    figure.savefig(OUT / "architectures.png", dpi=100)
+    plt.close(figure)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--skip-training", action="store_true", help="use the models already built")
+    parser.add_argument("--contexts", type=int, nargs="*", default=CONTEXTS)
+    parser.add_argument("--train-probe", nargs=2, metavar=("FOLDER", "CONTEXT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.train_probe:  # (a child process: its peak RSS is this one point's)
+        print(json.dumps(train_probe(args.train_probe[0], int(args.train_probe[1]), tokens=8192, steps=2)))
+        return
+    torch.set_flush_denormal(True)
+    started = time.time()
+    results = {}
+    for name, recipe in MODELS.items():
+        if not args.skip_training:
+            train(recipe)
+        results[name] = measure(name, stage_folders(recipe), args)
+    OUT.mkdir(parents=True, exist_ok=True)
+    command = " ".join(["python benchmarks/architectures.py", *sys.argv[1:]])
+    (OUT / "results.json").write_text(json.dumps({"command": command, "seconds": round(time.time() - started),
+                                                  "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+                                                  "results": results}, indent=2) + "\n")
+    plots(results)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
