@@ -136,9 +136,9 @@ def word_probes(spec: dict, train_texts: list[str]) -> list[str]:
     from pipelines.word_vectors import from_language_model, load_glove, train_word2vec
 
     kinds = {"GloVe 6B 50d": load_glove(), "word2vec (training texts)": train_word2vec(train_texts, seed=0)}
-    lm = next((f for k, f, _ in spec["sources"].values() if k == "model" and f != MINILM and "classifier" not in f), None)
-    if lm and (ROOT / lm).exists():
-        kinds[f"LM input embeddings ({lm})"] = from_language_model(str(ROOT / lm))
+    for name, (kind, folder, _) in spec["sources"].items():
+        if kind == "model" and folder != MINILM and "classifier" not in folder and (ROOT / folder).exists():
+            kinds[f"{name}'s input embeddings"] = from_language_model(str(ROOT / folder))
     lines = ["| word vectors | " + " | ".join(spec["probes"]) + " |", "|---" * (len(spec["probes"]) + 1) + "|"]
     for name, vectors in kinds.items():
         cells = [", ".join(w for w, _ in vectors.nearest(p, k=4)) if p in vectors else "(not in vocabulary)"

@@ -100,7 +100,7 @@ def embed(model_path: str, data: DataConfig, output: str | Path, split: str | No
     each vector's row in the split, so vectors line up with the data they came from."""
     from datasets import Dataset
 
-    from .data import label_names_of, read_split, stratified_indices
+    from .data import label_names_of, read_split
 
     if batch_size < 1:
         raise EmbedError(f"batch size {batch_size}: must be at least 1")
@@ -109,13 +109,13 @@ def embed(model_path: str, data: DataConfig, output: str | Path, split: str | No
         raise EmbedError(f"{output}: is a file; give the folder to write the embeddings in")
     encoder = load_encoder(model_path, pooling, max_length, bptt, bf16)
     read, ds = read_split(data, split, choose)
-    texts = ds[data.text_column]
+    texts = list(ds[data.text_column])
     labels = label_names_of(ds, data) if data.label_column and data.label_column in ds.column_names else None
     rows = [i for i, t in enumerate(texts) if isinstance(t, str) and t.strip()]
     if not rows:
         raise EmbedError(f"{data.path}: every text is empty; nothing to embed")
     if max_examples is not None and len(rows) > max_examples:
-        rows = _sample(rows, labels, max_examples, seed, stratified_indices)
+        rows = _sample(rows, labels, max_examples, seed)
     started = time.time()
     vectors = encoder.encode([texts[i] for i in rows], batch_size=batch_size)
     seconds = time.time() - started
@@ -132,8 +132,10 @@ def embed(model_path: str, data: DataConfig, output: str | Path, split: str | No
     return meta
 
 
-def _sample(rows: list[int], labels, count: int, seed: int, stratified_indices) -> list[int]:
+def _sample(rows: list[int], labels, count: int, seed: int) -> list[int]:
     """`count` of the rows, seeded; stratified by label when there are labels (every class kept)."""
+    from .data import stratified_indices
+
     if labels is None:
         return sorted(np.random.default_rng(seed).choice(rows, size=count, replace=False).tolist())
     kept = [labels[i] for i in rows]
