@@ -200,6 +200,32 @@ def test_generate_feeds_one_new_token_a_step_from_the_carried_state(ids):
     assert fed == [4, 1, 1, 1, 1]  # the prompt once, then each new token alone: the state is the cache
 
 
+def test_beam_search_continues_each_beam_from_its_own_state():
+    lm = tiny_lm().eval()
+    for p in lm.model.layers.parameters():  # a state that matters: a beam given another's state scores wrong
+        p.data *= 4
+    torch.manual_seed(0)
+    prompt = torch.randint(3, 40, (2, 5))
+    beams = lm.generate(prompt, max_new_tokens=4, num_beams=3, do_sample=False, length_penalty=0.0,
+                        return_dict_in_generate=True, output_scores=True)
+    with torch.no_grad():
+        log_probs = torch.log_softmax(lm(beams.sequences).logits.float(), -1)
+    rescored = log_probs[:, 4:-1].gather(-1, beams.sequences[:, 5:, None]).squeeze(-1).sum(-1)
+    torch.testing.assert_close(beams.sequences_scores, rescored, rtol=1e-4, atol=1e-4)
+    assert torch.equal(lm.generate(prompt, max_new_tokens=4, num_beams=3, do_sample=False, use_cache=False),
+                       beams.sequences)
+
+
+def test_a_given_state_is_the_context_the_whole_prompt_follows(ids):
+    lm = tiny_lm().eval()
+    with torch.no_grad():
+        state = lm(ids[:, :3]).state
+        expected = lm(ids[:, :5]).logits[:, -1]
+    got = lm.generate(ids[:, 3:5], state=state, max_new_tokens=1, do_sample=False, output_logits=True,
+                      return_dict_in_generate=True).logits[0]
+    torch.testing.assert_close(got, expected)
+
+
 def test_sequence_classification_from_an_lm_folder_reuses_the_body(tmp_path, ids):
     from transformers import AutoModelForSequenceClassification
 

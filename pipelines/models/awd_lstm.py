@@ -218,11 +218,18 @@ class AwdLstmForCausalLM(AwdLstmPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, new_embeddings):
         self.lm_head = new_embeddings
 
+    # generate(): the state is the cache, under transformers' name for a recurrent model's (`state`, as
+    # RWKV's). Unpadded prompts: the LSTM reads every token it is given, padding included. A `state`
+    # passed to generate() is the state after some earlier text, and the whole prompt follows it.
+    @classmethod
+    def _supports_default_dynamic_cache(cls) -> bool:
+        return False  # (a KV cache beside the state would be the one beam search reorders)
+
     def prepare_inputs_for_generation(self, input_ids, attention_mask=None, state: LstmState | None = None,
-                                      **kwargs):
+                                      is_first_iteration: bool = False, **kwargs):
         # The first step reads the whole prompt; later ones only the token just generated, from the state the
         # earlier ones left (not transformers' default slicing, which follows a KV cache's length).
-        if state is not None:
+        if state is not None and not is_first_iteration:
             input_ids = input_ids[:, -1:]
         return {"input_ids": input_ids, "attention_mask": attention_mask, "state": state}
 
@@ -231,6 +238,10 @@ class AwdLstmForCausalLM(AwdLstmPreTrainedModel, GenerationMixin):
         if getattr(outputs, "state", None) is not None:
             model_kwargs["state"] = outputs.state
         return super()._update_model_kwargs_for_generation(outputs, model_kwargs, is_encoder_decoder, num_new_tokens)
+
+    def _reorder_cache(self, state: LstmState, beam_idx: torch.Tensor) -> LstmState:
+        """Beam search: each beam continues from the state of the beam it extends."""
+        return tuple((h.index_select(1, beam_idx), c.index_select(1, beam_idx)) for h, c in state)
 
     def forward(
         self,
