@@ -13,8 +13,8 @@ schedule), trained through the pipeline, then measured against context length on
     make compare-architectures              # trains what is not built yet (about 35 min a model here)
     python benchmarks/architectures.py --skip-training --contexts 128 512 2048
 
-Writes docs/results/architectures/results.json and *.png; docs/results/architectures.md says what
-they show. A benchmark, not a test: run nothing else meanwhile."""
+Writes docs/results/architectures/results.json and architectures.png (docs/results/architectures.md
+is written from them). A benchmark, not a test: run nothing else meanwhile."""
 
 from __future__ import annotations
 

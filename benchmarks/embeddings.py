@@ -94,14 +94,13 @@ def texts_and_outliers(spec: dict, outlier_share: float, max_length_words: int):
 
 def vectors_of(kind: str, folder: str | None, texts: list[str], train_texts: list[str]) -> np.ndarray:
     if kind in ("model", "random"):
-        from transformers import AutoModel
-
+        from pipelines.backbones import random_body_like
         from pipelines.embed import load_encoder
 
         encoder = load_encoder(folder, pooling="mean", max_length=512)
         if kind == "random":
             torch.manual_seed(0)
-            encoder.model.backbone = AutoModel.from_config(encoder.model.backbone.config).eval()
+            encoder.model.backbone = random_body_like(encoder.model.backbone).eval()
         return encoder.encode(texts, batch_size=16)
     if kind == "glove":
         from pipelines.word_vectors import load_glove

@@ -58,9 +58,10 @@ def _parser() -> argparse.ArgumentParser:
                                                      "folder or a Hub id")
     embed.add_argument("--output", default="embeddings", help="the folder to write (default: embeddings)")
     embed.add_argument("--split", help="the split of a dataset with several (default: test, or the only one)")
+    # (the choices are models.classifier.POOLINGS, spelled out: importing it loads torch before --help)
     embed.add_argument("--pooling", choices=["mean", "last", "concat"],
                        help="how a text's token states become one vector (default: a classifier's own, else mean)")
-    embed.add_argument("--max-length", type=int, default=512, help="tokens read of each text (default: 512)")
+    embed.add_argument("--max-length", type=int, help="tokens read of each text (default: a classifier's own, else 512)")
     embed.add_argument("--max-examples", type=int, help="embed a seeded sample of this many texts (stratified by "
                                                         "label when there are labels)")
     embed.add_argument("--text-column", default="text")

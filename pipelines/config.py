@@ -154,11 +154,12 @@ class EmbedStage:
     # The model whose vectors: a stage's folder (${classify.output_dir}, ${pretrain.output_dir}) or a checkpoint.
     init_from: str = MISSING
     data: DataConfig = field(default_factory=DataConfig)
-    # The split to embed; None: test when the data has one, else its only split.
+    # The split to embed; None: data.test_split (a carved one included), else the data's only split.
     split: Optional[str] = None
     # mean | last | concat; None: a classifier's own pooling, mean for any other model.
     pooling: Optional[str] = None
-    max_length: int = 512
+    # Tokens read of each text; None: a classifier's own, 512 for any other model.
+    max_length: Optional[int] = None
     bptt: Optional[int] = None
     batch_size: int = 32
     # Embed a seeded sample of this many texts (stratified by label); None: the whole split.

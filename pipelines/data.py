@@ -163,6 +163,19 @@ def stratified_indices(labels: list[int] | np.ndarray, per_class: int, seed: int
     return sorted(chosen)
 
 
+def balanced_indices(groups: list, count: int, seed: int) -> list[int]:
+    """Exactly min(count, len(groups)) positions, seeded, spread over the groups (labels; None is a
+    group too) as evenly as their sizes allow: round robin over each group's seeded permutation."""
+    keys = sorted(set(groups), key=lambda key: (key is None, str(key)))
+    orders = [np.random.default_rng([seed, i]).permutation([p for p, g in enumerate(groups) if g == key])
+              for i, key in enumerate(keys)]
+    chosen, depth, count = [], 0, min(count, len(groups))
+    while len(chosen) < count:
+        chosen += [int(order[depth]) for order in orders if depth < len(order)][:count - len(chosen)]
+        depth += 1
+    return sorted(chosen)
+
+
 def dev_split_indices(labels: list[int] | np.ndarray, fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """(train, dev) positions: per class, round(fraction * n) examples held out for choosing the
     epoch, never the class's last one. A class with one example keeps it for training, so at one

@@ -8,6 +8,7 @@ label, embedding; a `datasets` Parquet file) and OUTPUT/embed.json (what made th
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -16,10 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from .config import DataConfig
-from .errors import LmTransferError
+from .errors import LmTransferError, first_line
+from .models.classifier import POOLINGS
 
 EMBEDDINGS_FILE, META_FILE = "embeddings.parquet", "embed.json"
-POOLINGS = ("mean", "last", "concat")
+DEFAULT_MAX_LENGTH = 512
 
 
 class EmbedError(LmTransferError):
@@ -36,6 +38,7 @@ class Encoder:
     kind: str  # classifier | language model (any other body: a checkpoint's encoder)
     max_length: int
     bf16: bool = False
+    identity: str | None = None  # model_identity of the folder
 
     def encode(self, texts: list[str], batch_size: int = 32, progress: bool = True) -> np.ndarray:
         from .features import pooled_features
@@ -45,14 +48,15 @@ class Encoder:
 
     def describe(self) -> dict:
         config = self.model.config
-        return {"model": self.source, "kind": self.kind, "pooling": config.pooling, "max_length": self.max_length,
-                "bptt": config.bptt, "direction": config.direction}
+        return {"model": self.source, "model_identity": self.identity, "kind": self.kind, "pooling": config.pooling,
+                "max_length": self.max_length, "bptt": config.bptt, "direction": config.direction}
 
 
-def load_encoder(path: str, pooling: str | None = None, max_length: int = 512, bptt: int | None = None,
+def load_encoder(path: str, pooling: str | None = None, max_length: int | None = None, bptt: int | None = None,
                  bf16: bool = False) -> Encoder:
-    """A classifier folder keeps its own pooling unless told otherwise (its head was trained on it);
-    any other model's body is mean-pooled by default, as sentence encoders are."""
+    """A classifier folder keeps its own pooling and length unless told otherwise (its head was
+    trained on them); any other model's body is mean-pooled by default, as sentence encoders are,
+    reading DEFAULT_MAX_LENGTH tokens."""
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
@@ -60,28 +64,29 @@ def load_encoder(path: str, pooling: str | None = None, max_length: int = 512, b
     from .models.classifier import TransferClassifier
     from .stages.classify import default_bptt
 
-    if pooling is not None and pooling not in POOLINGS:
+    if pooling is not None and pooling not in POOLINGS:  # (the classifier's: concat, last, mean)
         raise EmbedError(f"pooling '{pooling}': choose one of {', '.join(POOLINGS)}")
-    if max_length < 1 or (bptt is not None and bptt < 1):
+    if (max_length is not None and max_length < 1) or (bptt is not None and bptt < 1):
         raise EmbedError(f"max_length ({max_length}) and bptt ({bptt}) must be at least 1")
     local = resolve_checkpoint(path)
     if Path(local).is_dir() and not (Path(local) / "config.json").is_file():
         raise EmbedError(f"{path}: not a model folder (no config.json); give a stage's output folder "
                          "(e.g. runs/demo-bbc/classifier) or a checkpoint")
-    try:
+    try:  # (a folder without a tokenizer or weights, a Hub id offline: one line, not a traceback)
         config = AutoConfig.from_pretrained(local)
+        tokenizer = load_tokenizer(path)
+        classifier = any(a in ("TransferClassifier", "AwdLstmForSequenceClassification")
+                         for a in config.architectures or [])
+        model = AutoModelForSequenceClassification.from_pretrained(local) if classifier else None
+        body = None if classifier else load_body(path)
     except (OSError, ValueError) as err:
-        raise EmbedError(f"{path}: cannot load a model from it ({str(err).splitlines()[0]})") from None
-    tokenizer = load_tokenizer(path)
-    classifier = any(a in ("TransferClassifier", "AwdLstmForSequenceClassification")
-                     for a in config.architectures or [])
-    if classifier:
-        model = AutoModelForSequenceClassification.from_pretrained(local)
+        raise EmbedError(f"{path}: cannot load a model from it ({first_line(err)})") from None
+    if classifier:  # its own settings unless told otherwise: its head was trained on them
         model.config.pooling = pooling or model.config.pooling
-        model.config.max_tokens = max_length
+        model.config.max_tokens = max_length = max_length or model.config.max_tokens
         model.config.bptt = bptt or model.config.bptt
     else:
-        body = load_body(path)
+        max_length = max_length or DEFAULT_MAX_LENGTH
         model = TransferClassifier.from_body(
             body, num_labels=1, pooling=pooling or "mean", direction=getattr(body.config, "direction", "forward"),
             bptt=bptt or default_bptt(body, max_length), max_tokens=max_length, pad_token_id=tokenizer.pad_token_id)
@@ -90,20 +95,35 @@ def load_encoder(path: str, pooling: str | None = None, max_length: int = 512, b
     kind = "classifier" if classifier else "language model" if lm else "encoder"
     # (a folder by its absolute path: `search` finds the model from anywhere)
     source = str(Path(path).resolve()) if Path(path).is_dir() else path
-    return Encoder(model, tokenizer, source, kind, max_length, bf16)
+    return Encoder(model, tokenizer, source, kind, max_length, bf16, model_identity(local))
+
+
+def model_identity(folder: str) -> str | None:
+    """What tells whether a model folder still holds the weights vectors were made with: the config
+    fingerprint of a stage's folder, else a hash of its weight files' names, sizes and times; None for
+    a Hub id (a revision of it is not tracked)."""
+    from .record import read_provenance
+
+    if not Path(folder).is_dir():
+        return None
+    built = read_provenance(Path(folder))
+    if built and built.get("config_fingerprint"):
+        return built["config_fingerprint"]
+    files = sorted((p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in Path(folder).glob("*.safetensors"))
+    return hashlib.sha256(repr(files).encode()).hexdigest()[:16]
 
 
 def embed(model_path: str, data: DataConfig, output: str | Path, split: str | None = None,
-          pooling: str | None = None, max_length: int = 512, bptt: int | None = None, batch_size: int = 32,
+          pooling: str | None = None, max_length: int | None = None, bptt: int | None = None, batch_size: int = 32,
           max_examples: int | None = None, seed: int = 0, bf16: bool = False, choose: str = "--split") -> dict:
     """Writes OUTPUT's two files; returns embed.json's content. Empty texts are left out; `row` is
     each vector's row in the split, so vectors line up with the data they came from."""
     from datasets import Dataset
 
-    from .data import label_names_of, read_split
+    from .data import balanced_indices, label_names_of, read_split
 
-    if batch_size < 1:
-        raise EmbedError(f"batch size {batch_size}: must be at least 1")
+    if batch_size < 1 or (max_examples is not None and max_examples < 1):
+        raise EmbedError(f"batch size ({batch_size}) and max examples ({max_examples}) must be at least 1")
     output = Path(output)
     if output.is_file():
         raise EmbedError(f"{output}: is a file; give the folder to write the embeddings in")
@@ -114,8 +134,9 @@ def embed(model_path: str, data: DataConfig, output: str | Path, split: str | No
     rows = [i for i, t in enumerate(texts) if isinstance(t, str) and t.strip()]
     if not rows:
         raise EmbedError(f"{data.path}: every text is empty; nothing to embed")
-    if max_examples is not None and len(rows) > max_examples:
-        rows = _sample(rows, labels, max_examples, seed)
+    if max_examples is not None and len(rows) > max_examples:  # (stratified by label when there are labels)
+        rows = [rows[i] for i in balanced_indices([labels[r] for r in rows] if labels else [None] * len(rows),
+                                                 max_examples, seed)]
     started = time.time()
     vectors = encoder.encode([texts[i] for i in rows], batch_size=batch_size)
     seconds = time.time() - started
@@ -130,19 +151,6 @@ def embed(model_path: str, data: DataConfig, output: str | Path, split: str | No
     temp.replace(output / EMBEDDINGS_FILE)
     (output / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     return meta
-
-
-def _sample(rows: list[int], labels, count: int, seed: int) -> list[int]:
-    """`count` of the rows, seeded; stratified by label when there are labels (every class kept)."""
-    from .data import stratified_indices
-
-    if labels is None:
-        return sorted(np.random.default_rng(seed).choice(rows, size=count, replace=False).tolist())
-    kept = [labels[i] for i in rows]
-    classes = sorted(set(kept) - {None})
-    picked = stratified_indices([classes.index(v) if v is not None else -1 for v in kept],
-                                max(1, count // max(1, len(classes))), seed)
-    return [rows[i] for i in picked]
 
 
 def load_embeddings(folder: str | Path):
@@ -173,7 +181,11 @@ class SearchIndex:
             meta = self.meta
             if not Path(meta["model"]).exists() and meta["model"].startswith((".", "/", "~")):
                 raise EmbedError(f"the model these embeddings were made with, {meta['model']}, is not there any more")
-            self._encoder = load_encoder(meta["model"], meta["pooling"], meta["max_length"], meta["bptt"])
+            encoder = load_encoder(meta["model"], meta["pooling"], meta["max_length"], meta["bptt"])
+            if encoder.identity != meta.get("model_identity"):  # queries and texts must share one model
+                raise EmbedError(f"{meta['model']} has changed since these embeddings were made (retrained?): "
+                                 "run lm-transfer embed again")
+            self._encoder = encoder
         return self._encoder
 
     def search(self, queries: list[str], k: int = 5) -> list[list[dict]]:

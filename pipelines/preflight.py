@@ -114,10 +114,11 @@ def _check_embed_data(recipe: LoadedRecipe, name: str, read: dict) -> str:
     from .data import read_split
 
     stage = recipe.stage(name)
-    key = json.dumps(["embed", dataclasses.asdict(stage.data), stage.split], sort_keys=True)
+    split = stage.split or stage.data.test_split  # (as the stage reads it)
+    key = json.dumps(["embed", dataclasses.asdict(stage.data), split], sort_keys=True)
     if key not in read:
         try:
-            what, ds = read_split(stage.data, stage.split, choose=f"{name}.split")
+            what, ds = read_split(stage.data, split, choose=f"{name}.split")
         except DataError as err:
             raise DataError(f"{recipe.path}: {name}: {err}") from None
         read[key] = f"{len(ds):,} texts ({what})"

@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from .config import (ClassifyStage, DataConfig, EmbedStage, LMStage, LoadedRecipe, Recipe, STAGE_KINDS, TokenizerStage,
                      data_file_path, same_folder)
 from .errors import RecipeError
+from .models.classifier import POOLINGS
 from .sources import spelled_local
 from .training_args import validate_training_section
 
@@ -64,7 +65,7 @@ def check_recipe(loaded: LoadedRecipe) -> None:
             _at_least(path, f"{name}.block_size", stage.block_size, 2)
             _fraction(path, f"{name}.mlm_probability", stage.mlm_probability)
         if isinstance(stage, ClassifyStage):
-            _check_choice(path, f"{name}.pooling", stage.pooling, ("concat", "last", "mean"))
+            _check_choice(path, f"{name}.pooling", stage.pooling, POOLINGS)
             if stage.direction is not None:
                 _check_choice(path, f"{name}.direction", stage.direction, ("forward", "backward"))
             _fraction(path, f"{name}.dev_fraction", stage.dev_fraction)
@@ -81,7 +82,7 @@ def check_recipe(loaded: LoadedRecipe) -> None:
                                   "with gradual_unfreezing or peft")
         if isinstance(stage, EmbedStage):
             if stage.pooling is not None:
-                _check_choice(path, f"{name}.pooling", stage.pooling, ("concat", "last", "mean"))
+                _check_choice(path, f"{name}.pooling", stage.pooling, POOLINGS)
             for key in ("max_length", "bptt", "batch_size", "max_examples"):
                 _at_least(path, f"{name}.{key}", getattr(stage, key), 1)
             if same_folder(stage.init_from) not in outputs:

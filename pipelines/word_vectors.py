@@ -156,8 +156,9 @@ def load_glove() -> WordVectors:
 
 def load_text_vectors(path: str | Path, lowercase: bool = False, name: str | None = None) -> WordVectors:
     """Vectors in GloVe's text format (`word v1 ... vd` a line), or word2vec's (the same after a
-    `count dim` header line). A word may hold spaces (some GloVe files have them): the last d fields
-    are the vector. A repeated word keeps its first vector."""
+    `count dim` header line). The last d fields are the vector, d taken from the header or the first
+    line, so later words may hold spaces (some GloVe files have them). A repeated word keeps its first
+    vector."""
     path = Path(path)
     words, rows, dim, expected = [], [], None, None
     with open(path, encoding="utf-8") as lines:
@@ -209,7 +210,8 @@ def train_word2vec(texts: list[str], vector_size: int = 100, window: int = 5, mi
 def from_language_model(folder: str) -> WordVectors:
     """A language model's input embedding matrix (a trained LM folder, or a checkpoint), one row
     per token string: each token decoded alone and stripped (BPE's 'Ġcat' and 'cat' are one
-    word: the first id's row is kept), empty strings dropped. Case is kept (lowercase False)."""
+    word: the first id's row is kept), empty strings dropped, special tokens (<pad>, </s>) kept as
+    words of their own. Case is kept (lowercase False)."""
     from .backbones import load_language_model, load_tokenizer
 
     model, tokenizer = load_language_model(folder), load_tokenizer(folder)

@@ -1,6 +1,7 @@
 """`lm-transfer embed` / `search` and the recipe's embed stage, on the tiny AWD-LSTM run's folders."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -26,7 +27,8 @@ def test_vectors_line_up_with_their_rows(tmp_path, awd_run, topic_data):
     assert data["text"] == [r["text"] for r in rows] and data["label"] == [r["label"] for r in rows]
     # Batched longest first and padded; each row still holds its own text's vector, as encoded alone.
     encoder = load_encoder(str(folder))
-    assert saved["pooling"] == "concat" and saved["kind"] == "classifier"  # a classifier keeps its own pooling
+    # A classifier keeps its own pooling and length (the tiny run's classify.max_length is 64).
+    assert saved["pooling"] == "concat" and saved["kind"] == "classifier" and saved["max_length"] == 64
     vectors = np.asarray(data["embedding"])
     assert vectors.shape == (len(rows), 3 * 32) == (saved["texts"], saved["dim"])
     for i in (0, 7, len(rows) - 1):
@@ -55,6 +57,39 @@ def test_a_sample_is_stratified_and_seeded(tmp_path, awd_run, topic_data):
     assert a["row"] != b["row"]
     rows = _test_split(topic_data)
     assert all(rows[r]["text"] == t for r, t in zip(a["row"], a["text"]))
+
+
+@pytest.mark.parametrize("groups,count,expected", [
+    (["a"] * 15 + ["b"] * 15 + ["c"] * 15, 10, {"a": 4, "b": 3, "c": 3}),
+    (list("abc") * 5, 2, {"a": 1, "b": 1}),
+    (["a"] * 26 + ["b"] * 2 + ["c"] * 2, 12, {"a": 8, "b": 2, "c": 2}),
+    (["a", None, "a", None, None], 4, {"a": 2, None: 2}),
+    (list("aab"), 5, {"a": 2, "b": 1}),
+])
+def test_a_sample_has_exactly_the_count_asked_spread_over_the_labels(groups, count, expected):
+    from collections import Counter
+
+    from pipelines.data import balanced_indices
+
+    chosen = balanced_indices(groups, count, seed=3)
+    assert len(set(chosen)) == len(chosen) == sum(expected.values())
+    assert Counter(groups[i] for i in chosen) == expected
+    assert chosen == balanced_indices(groups, count, seed=3) != balanced_indices(groups, count, seed=4) or count >= len(groups)
+
+
+def test_search_refuses_a_model_changed_since_the_embeddings(tmp_path, awd_run, topic_data):
+    import shutil
+
+    root, _ = awd_run
+    model = tmp_path / "lm"
+    shutil.copytree(root / "run" / "pretrain", model)
+    (model / "metrics.json").unlink()  # (not a stage's folder any more: its weights identify it)
+    embed(str(model), DataConfig(path=str(topic_data)), tmp_path / "index", max_examples=6)
+    assert SearchIndex(tmp_path / "index").search(["a match"], k=1)
+    weights = next(model.glob("*.safetensors"))
+    os.utime(weights, (1, 1))  # rewritten at another time: a retrained model
+    with pytest.raises(EmbedError, match="has changed since these embeddings were made"):
+        SearchIndex(tmp_path / "index").search(["a match"], k=1)
 
 
 def test_a_backward_model_embeds_the_reversed_document():
@@ -120,10 +155,13 @@ def test_cli_embed_then_search(tmp_path, awd_run, topic_data, capsys):
     (["embed", "{data}", "--data", "{data}"], "not a model folder"),
     (["embed", "{model}", "--data", "{data}", "--split", "dev"], "has no split 'dev'"),
     (["search", "{data}", "text"], "no embeddings here"),
+    (["embed", "{bare}", "--data", "{data}"], "cannot load a model from it"),
 ])
-def test_cli_errors_are_one_line(args, message, awd_run, topic_data, capsys):
+def test_cli_errors_are_one_line(args, message, awd_run, topic_data, capsys, tmp_path):
     root, _ = awd_run
-    filled = [a.format(data=topic_data, model=root / "run" / "pretrain") for a in args]
+    (tmp_path / "bare").mkdir()
+    (tmp_path / "bare" / "config.json").write_text((root / "run" / "pretrain" / "config.json").read_text())
+    filled = [a.format(data=topic_data, model=root / "run" / "pretrain", bare=tmp_path / "bare") for a in args]
     assert main(filled) == 2
     assert message in capsys.readouterr().err
 
@@ -147,6 +185,12 @@ def test_recipe_embed_stage_runs_after_the_others_and_is_then_current(tmp_path, 
     capsys.readouterr()
     assert main(["run", str(path), "--stage", "embed"]) == 0
     assert "[embed] up to date" in capsys.readouterr().out
+    # Its identity: its own settings, and the classifier it reads (a changed classifier re-embeds).
+    from pipelines.config import load_recipe
+
+    fingerprint = load_recipe(path).fingerprints()["embed"]
+    assert load_recipe(path, ["embed.pooling=mean"]).fingerprints()["embed"] != fingerprint
+    assert load_recipe(path, ["classify.head_hidden=20"]).fingerprints()["embed"] != fingerprint
 
 
 @pytest.mark.parametrize("change,message", [({"pooling": "max"}, "embed.pooling: 'max' is not one of"),

@@ -20,6 +20,10 @@ from ..ulmfit import concat_pool, encode_bpt3c, reverse_tokens
 from .awd_lstm import AwdLstmConfig, AwdLstmModel
 
 
+# How a document's hidden states become one vector: concat ([last, max, mean], ULMFiT), last, mean.
+POOLINGS = ("concat", "last", "mean")
+
+
 class TransferClassifierConfig(PreTrainedConfig):
     model_type = "lm_transfer_classifier"
     sub_configs_defaults = {"backbone": SubConfigSpec(config_class=AutoConfig, model_type="awd_lstm")}

@@ -268,10 +268,12 @@ class WordVectorsLR(FeaturesLR):
         trained = sorted({"vector_size", "epochs", "min_count"} & set(given))
         if options.source == "glove" and trained:  # they would change the arm's fingerprint, not its vectors
             raise RecipeError(f"{where}: options: {', '.join(trained)}: word2vec's settings; source glove takes none")
+        from ..word_vectors import INSTALL
+
         module, package = cls.PACKAGES[options.source]
         if importlib.util.find_spec(module) is None:
             raise RecipeError(f"{where}: method word_vectors with source {options.source} needs the package "
-                              f"{package}: pip install 'lm-transfer[embeddings]' (in a checkout: pip install -e '.[embeddings]')")
+                              f"{package}: {INSTALL}")
         return options
 
     def __init__(self, *args):
