@@ -141,7 +141,7 @@ def measure(name: str, folders: dict, args) -> dict:
     return result
 
 
-def plots(results: dict) -> None:
+def plots(results: dict, out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -168,7 +168,7 @@ def plots(results: dict) -> None:
     ax.set(xscale="log", yscale="log", xlabel="distance of the replaced token", title="KL of the next-word distribution")
     ax.legend()
     figure.tight_layout()
-    figure.savefig(OUT / "architectures.png", dpi=100)
+    figure.savefig(out / "architectures.png", dpi=100)
     plt.close(figure)
 
 
@@ -176,6 +176,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--skip-training", action="store_true", help="use the models already built")
     parser.add_argument("--contexts", type=int, nargs="*", default=CONTEXTS)
+    parser.add_argument("--models", nargs="*", choices=sorted(MODELS), default=list(MODELS))
+    parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--train-probe", nargs=2, metavar=("FOLDER", "CONTEXT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.train_probe:  # (a child process: its peak RSS is this one point's)
@@ -185,15 +187,17 @@ def main() -> None:
     started = time.time()
     results = {}
     for name, recipe in MODELS.items():
+        if name not in args.models:
+            continue
         if not args.skip_training:
             train(recipe)
         results[name] = measure(name, stage_folders(recipe), args)
-    OUT.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
     command = " ".join(["python benchmarks/architectures.py", *sys.argv[1:]])
-    (OUT / "results.json").write_text(json.dumps({"command": command, "seconds": round(time.time() - started),
+    (args.out / "results.json").write_text(json.dumps({"command": command, "seconds": round(time.time() - started),
                                                   "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
                                                   "results": results}, indent=2) + "\n")
-    plots(results)
+    plots(results, args.out)
     print(json.dumps(results, indent=2))
 
 
