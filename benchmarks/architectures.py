@@ -13,8 +13,8 @@ schedule), trained through the pipeline, then measured against context length on
     make compare-architectures              # trains what is not built yet (about 35 min a model here)
     python benchmarks/architectures.py --skip-training --contexts 128 512 2048
 
-Writes docs/results/architectures/results.json and architectures.png (docs/results/architectures.md
-is written from them). A benchmark, not a test: run nothing else meanwhile."""
+Writes docs/results/architectures/results.json, results.md (the tables) and architectures.png
+(docs/results/architectures.md is written from them). A benchmark, not a test: run nothing else meanwhile."""
 
 from __future__ import annotations
 
@@ -172,6 +172,36 @@ def plots(results: dict, out: Path) -> None:
     plt.close(figure)
 
 
+def tables(results: dict) -> str:
+    """The measurements as markdown tables (results.md), for docs/results/architectures.md."""
+    names = list(results)
+    contexts = sorted({int(c) for r in results.values() for c in r["by_context"]})
+    lines = ["| context | " + " | ".join(f"{n}: state KiB | {n}: ms/new token | {n}: train tok/s | {n}: peak MiB"
+                                           for n in names) + " |", "|---" * (1 + 4 * len(names)) + "|"]
+    for c in contexts:
+        cells = []
+        for n in names:
+            row = results[n]["by_context"].get(str(c)) or results[n]["by_context"].get(c)
+            cells += ["-"] * 4 if row is None else [f"{row['state_bytes'] / 1024:,.0f}", f"{1000 * row['seconds_per_token']:.2f}",
+                                                    f"{row['tokens_per_second']:,.0f}", f"{row['peak_rss_mb']:,.0f}"]
+        lines.append(f"| {c:,} | " + " | ".join(cells) + " |")
+    lines += ["", "| wikitext-103 context | " + " | ".join(names) + " |", "|---" * (1 + len(names)) + "|"]
+    for c in PERPLEXITY_CONTEXTS:
+        lines.append(f"| {c} | " + " | ".join(f"{results[n]['perplexity'].get(str(c), results[n]['perplexity'].get(c)):.1f}"
+                                             for n in names) + " |")
+    lines += ["", "| replaced token's distance | " + " | ".join(f"{n}: KL" for n in names) + " |", "|---" * (1 + len(names)) + "|"]
+    for d in DISTANCES:
+        values = [results[n]["influence"].get(str(d), results[n]["influence"].get(d)) for n in names]
+        lines.append(f"| {d} | " + " | ".join("-" if v is None else f"{v:.2g}" for v in values) + " |")
+    lines += ["", "| review length (tokens) | " + " | ".join(f"{n}: reviews, accuracy" for n in names) + " |",
+              "|---" * (1 + len(names)) + "|"]
+    for i, bucket in enumerate(LENGTH_BUCKETS):
+        cells = [results[n]["accuracy_by_length"][i] for n in names]
+        label = cells[0]["tokens"]
+        lines.append(f"| {label} | " + " | ".join(f"{c['reviews']}, {100 * c['accuracy']:.1f} %" for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--skip-training", action="store_true", help="use the models already built")
@@ -198,6 +228,7 @@ def main() -> None:
                                                   "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
                                                   "results": results}, indent=2) + "\n")
     plots(results, args.out)
+    (args.out / "results.md").write_text(f"`{command}`\n\n" + tables(json.loads(json.dumps(results))))
     print(json.dumps(results, indent=2))
 
 
