@@ -92,6 +92,20 @@ def texts_and_outliers(spec: dict, outlier_share: float, max_length_words: int):
     return texts, labels, list(train["text"]), passages
 
 
+_WORD_VECTORS: dict = {}
+
+
+def word_vectors(kind: str, train_texts: list[str]):
+    """GloVe, or word2vec trained on the training texts (100 dimensions, 5 epochs, seed 0): made once a
+    run, for the table and the word probes alike."""
+    from pipelines.word_vectors import load_glove, train_word2vec
+
+    if kind not in _WORD_VECTORS:
+        _WORD_VECTORS[kind] = load_glove() if kind == "glove" else train_word2vec(train_texts, vector_size=100,
+                                                                                   epochs=5, seed=0)
+    return _WORD_VECTORS[kind]
+
+
 def vectors_of(kind: str, folder: str | None, texts: list[str], train_texts: list[str]) -> np.ndarray:
     if kind in ("model", "random"):
         from pipelines.backbones import random_body_like
@@ -102,14 +116,8 @@ def vectors_of(kind: str, folder: str | None, texts: list[str], train_texts: lis
             torch.manual_seed(0)
             encoder.model.backbone = random_body_like(encoder.model.backbone).eval()
         return encoder.encode(texts, batch_size=16)
-    if kind == "glove":
-        from pipelines.word_vectors import load_glove
-
-        return load_glove().average(texts)
-    if kind == "word2vec":
-        from pipelines.word_vectors import train_word2vec
-
-        return train_word2vec(train_texts, vector_size=100, epochs=5, seed=0).average(texts)
+    if kind in ("glove", "word2vec"):
+        return word_vectors(kind, train_texts).average(texts)
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     tfidf = TfidfVectorizer(sublinear_tf=True, min_df=2, max_features=20000).fit(train_texts)
@@ -132,9 +140,10 @@ def score(vectors: np.ndarray, labels: list[str], outlier: np.ndarray, few: int)
 
 def word_probes(spec: dict, train_texts: list[str]) -> list[str]:
     """Nearest words of the probe words, and analogies, for each kind of word vectors."""
-    from pipelines.word_vectors import from_language_model, load_glove, train_word2vec
+    from pipelines.word_vectors import from_language_model
 
-    kinds = {"GloVe 6B 50d": load_glove(), "word2vec (training texts)": train_word2vec(train_texts, seed=0)}
+    kinds = {"GloVe 6B 50d": word_vectors("glove", train_texts),
+             "word2vec (training texts)": word_vectors("word2vec", train_texts)}
     for name, (kind, folder, _) in spec["sources"].items():
         if kind == "model" and folder != MINILM and "classifier" not in folder and (ROOT / folder).exists():
             kinds[f"{name}'s input embeddings"] = from_language_model(str(ROOT / folder))

@@ -165,6 +165,10 @@ class EmbedStage:
     # Embed a seeded sample of this many texts (stratified by label); None: the whole split.
     max_examples: Optional[int] = None
 
+    def split_to_read(self) -> Optional[str]:
+        """`split`, else data.test_split (None: the data's only split), as the stage and its check read it."""
+        return self.split or self.data.test_split
+
 
 @dataclass
 class CardSection:

@@ -114,7 +114,7 @@ def _check_embed_data(recipe: LoadedRecipe, name: str, read: dict) -> str:
     from .data import read_split
 
     stage = recipe.stage(name)
-    split = stage.split or stage.data.test_split  # (as the stage reads it)
+    split = stage.split_to_read()
     key = json.dumps(["embed", dataclasses.asdict(stage.data), split], sort_keys=True)
     if key not in read:
         try:
