@@ -1,6 +1,8 @@
 """RNN vs Transformer with lm-transfer's own models: recipes/imdb/awd_lstm.yaml's AWD-LSTM and
 recipes/imdb/small.yaml's Llama (7.5M parameters each; the same tokenizer, text, token budget and
-schedule), trained through the pipeline, then measured against context length on this machine:
+schedule), trained through the pipeline, then measured against context length on this machine (and
+the Llama again trained on 1,024-token blocks, for what depends on the positions it was trained on:
+perplexity and the influence of far tokens):
 
 - bytes carried to predict the next word (LSTM hidden + cell states vs the KV cache), 128 -> 8,192 tokens
 - generate() seconds per new token after a prompt of that length
@@ -10,7 +12,7 @@ schedule), trained through the pipeline, then measured against context length on
 - IMDb test accuracy of each model's classifier by review length
 - how much the next-word distribution moves (KL) when the token d positions back is replaced
 
-    make compare-architectures              # trains what is not built yet (about 35 min a model here)
+    make compare-architectures              # trains what is not built yet (35-70 min a model here)
     python benchmarks/architectures.py --skip-training --contexts 128 512 2048
 
 Writes docs/results/architectures/results.json, results.md (the tables) and architectures.png
@@ -25,6 +27,7 @@ import resource
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,23 +37,43 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared" / "data"
 OUT = ROOT / "docs" / "results" / "architectures"
-MODELS = {"AWD-LSTM": "recipes/imdb/awd_lstm.yaml", "Llama": "recipes/imdb/small.yaml"}
+
+
+@dataclass(frozen=True)
+class Model:
+    recipe: str
+    overrides: tuple[str, ...] = ()
+    # A variant of an architecture measured above shares its costs (state, time per token, training
+    # speed): only what training changed is measured again (perplexity, influence of far tokens).
+    quality_only: bool = False
+
+
+# The Llama trained on 128-token blocks has never seen a position past 128; this one trains on 1,024-token
+# blocks with the same tokens per step (4 x 1,024 = 32 x 128), steps, text and tokenizer. (The AWD-LSTM
+# needs no such variant: it carries its state from batch to batch, so it trains on an unbroken stream.)
+LONG_BLOCKS = ("run.name=imdb-small-1024", "run.output_dir=runs/imdb-small-1024", "run.stages=[pretrain,lm_finetune]",
+               "tokenizer.output_dir=runs/imdb-small/tokenizer", "pretrain.model.config.max_position_embeddings=1024",
+               *(f"{stage}.{key}" for stage in ("pretrain", "lm_finetune")
+                 for key in ("block_size=1024", "training.per_device_train_batch_size=4",
+                             "training.per_device_eval_batch_size=8")))
+MODELS = {"AWD-LSTM": Model("recipes/imdb/awd_lstm.yaml"), "Llama": Model("recipes/imdb/small.yaml"),
+          "Llama-1024": Model("recipes/imdb/small.yaml", LONG_BLOCKS, quality_only=True)}
 CONTEXTS = [128, 256, 512, 1024, 2048, 4096, 8192]
 PERPLEXITY_CONTEXTS = [32, 64, 128, 256, 512, 1024]
 DISTANCES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000]
 LENGTH_BUCKETS = [(0, 128), (128, 256), (256, 384), (384, 10**9)]
 
 
-def stage_folders(recipe: str) -> dict[str, str]:
+def stage_folders(model: Model) -> dict[str, str]:
     from pipelines.config import load_recipe
 
-    loaded = load_recipe(ROOT / recipe)
+    loaded = load_recipe(ROOT / model.recipe, model.overrides)
     return {name: str(ROOT / loaded.stage(name).output_dir) for name in loaded.config.run.stages}
 
 
-def train(recipe: str) -> None:
+def train(model: Model) -> None:
     """`make run` (the runner skips stages already built from the same config)."""
-    subprocess.run(["make", "run", f"RECIPE={recipe}"], cwd=ROOT, check=True)
+    subprocess.run(["make", "run", f"RECIPE={model.recipe}", f"ARGS={' '.join(model.overrides)}"], cwd=ROOT, check=True)
 
 
 def wikitext_ids(tokenizer, tokens: int) -> torch.Tensor:
@@ -117,15 +140,16 @@ def accuracy_by_length(classifier: str) -> list[dict]:
     return out
 
 
-def measure(name: str, folders: dict, args) -> dict:
+def measure(name: str, model: Model, args) -> dict:
     from pipelines.architectures import distance_influence, next_word_state_bytes, seconds_per_new_token
     from pipelines.backbones import load_language_model, load_tokenizer
 
+    folders = stage_folders(model)
     lm = load_language_model(folders["lm_finetune"]).eval()
     tokenizer = load_tokenizer(folders["lm_finetune"])
     stream = wikitext_ids(tokenizer, max(max(args.contexts), 64 * max(PERPLEXITY_CONTEXTS), 16 * 1024) + 1)
     result = {"parameters": sum(p.numel() for p in lm.parameters()), "by_context": {}}
-    for context in args.contexts:
+    for context in [] if model.quality_only else args.contexts:
         prompt = stream[:context].unsqueeze(0)
         row = {"state_bytes": next_word_state_bytes(lm, prompt),
                "seconds_per_token": seconds_per_new_token(lm, prompt, new_tokens=32)}
@@ -137,7 +161,8 @@ def measure(name: str, folders: dict, args) -> dict:
     result["perplexity"] = {c: windowed_perplexity(lm, stream, c) for c in PERPLEXITY_CONTEXTS}
     windows = stream[: 16 * 1024].view(16, 1024)
     result["influence"] = distance_influence(lm, windows, [d for d in DISTANCES if d <= 1024])
-    result["accuracy_by_length"] = accuracy_by_length(folders["classify"])
+    if "classify" in folders:
+        result["accuracy_by_length"] = accuracy_by_length(folders["classify"])
     return result
 
 
@@ -153,6 +178,8 @@ def plots(results: dict, out: Path) -> None:
     figure, axes = plt.subplots(2, 3, figsize=(15, 8))
     for ax, (key, title, log) in zip(axes.flat, panels):
         for name, result in results.items():
+            if not result["by_context"]:
+                continue
             contexts = sorted(result["by_context"], key=int)
             ax.plot([int(c) for c in contexts], [result["by_context"][c][key] for c in contexts], marker="o", label=name)
         ax.set(xscale="log", yscale="log" if log else "linear", xlabel="context (tokens)", title=title)
@@ -175,12 +202,13 @@ def plots(results: dict, out: Path) -> None:
 def tables(results: dict) -> str:
     """The measurements as markdown tables (results.md), for docs/results/architectures.md."""
     names = list(results)
-    contexts = sorted({int(c) for r in results.values() for c in r["by_context"]})
+    timed = [n for n in names if results[n]["by_context"]]
+    contexts = sorted({int(c) for n in timed for c in results[n]["by_context"]})
     lines = ["| context | " + " | ".join(f"{n}: state KiB | {n}: ms/new token | {n}: train tok/s | {n}: peak MiB"
-                                           for n in names) + " |", "|---" * (1 + 4 * len(names)) + "|"]
+                                           for n in timed) + " |", "|---" * (1 + 4 * len(timed)) + "|"]
     for c in contexts:
         cells = []
-        for n in names:
+        for n in timed:
             row = results[n]["by_context"].get(str(c)) or results[n]["by_context"].get(c)
             cells += ["-"] * 4 if row is None else [f"{row['state_bytes'] / 1024:,.0f}", f"{1000 * row['seconds_per_token']:.2f}",
                                                     f"{row['tokens_per_second']:,.0f}", f"{row['peak_rss_mb']:,.0f}"]
@@ -193,12 +221,13 @@ def tables(results: dict) -> str:
     for d in DISTANCES:
         values = [results[n]["influence"].get(str(d), results[n]["influence"].get(d)) for n in names]
         lines.append(f"| {d} | " + " | ".join("-" if v is None else f"{v:.2g}" for v in values) + " |")
-    lines += ["", "| review length (tokens) | " + " | ".join(f"{n}: reviews, accuracy" for n in names) + " |",
-              "|---" * (1 + len(names)) + "|"]
-    for i, bucket in enumerate(LENGTH_BUCKETS):
-        cells = [results[n]["accuracy_by_length"][i] for n in names]
-        label = cells[0]["tokens"]
-        lines.append(f"| {label} | " + " | ".join(f"{c['reviews']}, {100 * c['accuracy']:.1f} %" for c in cells) + " |")
+    classified = [n for n in names if "accuracy_by_length" in results[n]]
+    lines += ["", "| review length (tokens) | " + " | ".join(f"{n}: reviews, accuracy" for n in classified) + " |",
+              "|---" * (1 + len(classified)) + "|"]
+    for i, (low, high) in enumerate(LENGTH_BUCKETS):
+        cells = [results[n]["accuracy_by_length"][i] for n in classified]
+        lines.append(f"| {low}-{high if high < 10**9 else ''} | "
+                     + " | ".join(f"{c['reviews']}, {100 * c['accuracy']:.1f} %" for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -216,12 +245,12 @@ def main() -> None:
     torch.set_flush_denormal(True)
     started = time.time()
     results = {}
-    for name, recipe in MODELS.items():
+    for name, model in MODELS.items():
         if name not in args.models:
             continue
         if not args.skip_training:
-            train(recipe)
-        results[name] = measure(name, stage_folders(recipe), args)
+            train(model)
+        results[name] = measure(name, model, args)
     args.out.mkdir(parents=True, exist_ok=True)
     command = " ".join(["python benchmarks/architectures.py", *sys.argv[1:]])
     (args.out / "results.json").write_text(json.dumps({"command": command, "seconds": round(time.time() - started),
