@@ -224,6 +224,15 @@ def test_probe_and_tfidf_cells_survive_a_fine_tuning_change(tmp_path, topic_data
         assert (build_arm(before, name).fingerprint == build_arm(after, name).fingerprint) is kept
 
 
+def test_every_arm_is_another_arm_under_another_run_seed(tmp_path, topic_data):
+    # run.seed draws the test subset every cell is scored on: a cell scored under one seed is not reused.
+    arms = ["tfidf_lr", "frozen_probe", "pretrained", "word2vec_lr"]
+    before = load(tmp_path, sweep_recipe(topic_data, tmp_path / "run"), [f"sweep.arms=[{','.join(arms)}]"])
+    after = load(tmp_path, sweep_recipe(topic_data, tmp_path / "run"), [f"sweep.arms=[{','.join(arms)}]", "run.seed=7"])
+    for name in arms:
+        assert build_arm(before, name).fingerprint != build_arm(after, name).fingerprint, name
+
+
 def test_every_arm_of_an_ablation_table_runs_at_the_ablation_budget(tmp_path, topic_data):
     recipe = load(tmp_path, sweep_recipe(topic_data, tmp_path / "run", ablation_examples_per_class=2, ablations=[
         {"title": "Classifier fine-tuning", "rows": {"From scratch": "scratch", "Last layer": "clf_last"}}]))

@@ -97,8 +97,11 @@ def build_arm(base: LoadedRecipe, name: str, seen: tuple[str, ...] = ()) -> Arm:
     recipe = _arm_recipe(base, fragment, where, method.uses_model and not members)
     options = method.options(definition.options, where)
     student = _student(base, name, definition.self_training, where, seen)
+    # run.seed draws the cells' test subset (and a carved test split, word2vec's training, a random
+    # probe body): an arm without LM stages, whose fingerprints hold it, would otherwise ignore it.
     identity = {"method": definition.method, "classify": method.reads(recipe.stage_identity("classify")),
                 "lm": recipe.fingerprints(), "options": dataclasses.asdict(options) if options else None,
+                "run_seed": base.config.run.seed,
                 "self_training": None if definition.self_training is None else {
                     **dataclasses.asdict(definition.self_training), "student": student and student.fingerprint}}
     if members:
