@@ -4,6 +4,7 @@ and splits kept) and the ulmfit check's shrinking overrides and corpus."""
 import csv
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _benchmark(name: str):
     """A script of benchmarks/ (not a package) as a module."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # (dataclasses look their module up while it executes)
     spec.loader.exec_module(module)
     return module
 
@@ -118,3 +120,34 @@ def test_the_general_corpus_repeats_train_and_trims_validation(ulmfit_check, tmp
     splits = load_splits(DataConfig(path=str(folder), label_column=None, test_split=None))
     assert splits["train"]["text"] == [f"block {i}" for i in range(5)] * 3
     assert splits["validation"]["text"] == ["held out 0", "held out 1"]
+
+
+def test_the_long_block_llama_trains_what_the_llama_trains_on_longer_blocks():
+    architectures = _benchmark("architectures")
+    from pipelines.config import load_recipe
+
+    base_model, long_model = architectures.MODELS["Llama"], architectures.MODELS["Llama-1024"]
+    base, long = (load_recipe(ROOT / m.recipe, m.overrides) for m in (base_model, long_model))
+    assert long.config.tokenizer.output_dir == base.config.tokenizer.output_dir  # one tokenizer: comparable perplexities
+    assert long.config.run.output_dir != base.config.run.output_dir
+    for stage in ("pretrain", "lm_finetune"):
+        b, l = base.stage(stage), long.stage(stage)
+        assert l.block_size == 1024 > b.block_size
+        tokens_per_step = [s.block_size * s.training["per_device_train_batch_size"] for s in (b, l)]
+        assert tokens_per_step[0] == tokens_per_step[1]
+        assert l.training["max_steps"] == b.training["max_steps"]
+    assert long.stage("pretrain").model.config["max_position_embeddings"] == 1024
+
+
+def test_architecture_tables_leave_out_what_a_variant_did_not_measure():
+    architectures = _benchmark("architectures")
+    timed = {"state_bytes": 11264, "seconds_per_token": 0.004, "tokens_per_second": 4000.0, "peak_rss_mb": 1700.0}
+    full = {"by_context": {"128": timed}, "perplexity": {str(c): 100.0 for c in architectures.PERPLEXITY_CONTEXTS},
+            "influence": {"1": 3.0}, "accuracy_by_length": [
+                {"tokens": "", "reviews": 10, "accuracy": 0.5}] * len(architectures.LENGTH_BUCKETS)}
+    variant = {"by_context": {}, "perplexity": {str(c): 90.0 for c in architectures.PERPLEXITY_CONTEXTS},
+               "influence": {"1": 2.0}}
+    text = architectures.tables({"AWD-LSTM": full, "Llama-1024": variant})
+    assert "| 128 | 11 | 4.00 | 4,000 | 1,700 |" in text  # the variant adds no empty cost columns
+    assert "| 32 | 100.0 | 90.0 |" in text and "| 1 | 3 | 2 |" in text
+    assert "Llama-1024: reviews" not in text and "| 0-128 | 10, 50.0 % |" in text
