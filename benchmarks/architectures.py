@@ -1,7 +1,7 @@
 """RNN vs Transformer with lm-transfer's own models: recipes/imdb/awd_lstm.yaml's AWD-LSTM and
 recipes/imdb/small.yaml's Llama (7.5M parameters each; the same tokenizer, text, token budget and
 schedule), trained through the pipeline, then measured against context length on this machine (and
-the Llama again trained on 1,024-token blocks, for what depends on the positions it was trained on:
+each again trained on ~1,000-token blocks, for what depends on how far back training reached:
 perplexity and the influence of far tokens):
 
 - bytes carried to predict the next word (LSTM hidden + cell states vs the KV cache), 128 -> 8,192 tokens
@@ -48,16 +48,26 @@ class Model:
     quality_only: bool = False
 
 
-# The Llama trained on 128-token blocks has never seen a position past 128; this one trains on 1,024-token
-# blocks with the same tokens per step (4 x 1,024 = 32 x 128), steps, text and tokenizer. (The AWD-LSTM
-# needs no such variant: it carries its state from batch to batch, so it trains on an unbroken stream.)
-LONG_BLOCKS = ("run.name=imdb-small-1024", "run.output_dir=runs/imdb-small-1024", "run.stages=[pretrain,lm_finetune]",
-               "tokenizer.output_dir=runs/imdb-small/tokenizer", "pretrain.model.config.max_position_embeddings=1024",
-               *(f"{stage}.{key}" for stage in ("pretrain", "lm_finetune")
-                 for key in ("block_size=1024", "training.per_device_train_batch_size=4",
-                             "training.per_device_eval_batch_size=8")))
-MODELS = {"AWD-LSTM": Model("recipes/imdb/awd_lstm.yaml"), "Llama": Model("recipes/imdb/small.yaml"),
-          "Llama-1024": Model("recipes/imdb/small.yaml", LONG_BLOCKS, quality_only=True)}
+def trained_on_long_blocks(name: str, base_run: str, block_size: int, batch_size: int, *more: str) -> tuple[str, ...]:
+    """Overrides that train a recipe's LM stages again on `block_size`-token blocks, with the same tokens
+    per step (batch_size x block_size), steps, text and tokenizer (the recipe's run's)."""
+    return (f"run.name={name}", f"run.output_dir=runs/{name}", "run.stages=[pretrain,lm_finetune]",
+            f"tokenizer.output_dir=runs/{base_run}/tokenizer", *more,
+            *(f"{stage}.{key}" for stage in ("pretrain", "lm_finetune")
+              for key in (f"block_size={block_size}", f"training.per_device_train_batch_size={batch_size}",
+                          "training.per_device_eval_batch_size=8")))
+
+
+# The recipes train the Llama on 128-token blocks, so it has never seen a position past 128, and the
+# AWD-LSTM on 70-token bptt windows (its state runs on from batch to batch, its gradient reaches 70
+# tokens back). Each is trained again on ~1,000-token blocks (4 x 1,024 = 32 x 128; 4 x 1,120 = 64 x 70).
+MODELS = {"AWD-LSTM": Model("recipes/imdb/awd_lstm.yaml"),
+          "AWD-LSTM-1120": Model("recipes/imdb/awd_lstm.yaml", trained_on_long_blocks(
+              "imdb-awd-lstm-1120", "imdb-awd-lstm", 1120, 4), quality_only=True),
+          "Llama": Model("recipes/imdb/small.yaml"),
+          "Llama-1024": Model("recipes/imdb/small.yaml", trained_on_long_blocks(
+              "imdb-small-1024", "imdb-small", 1024, 4, "pretrain.model.config.max_position_embeddings=1024"),
+              quality_only=True)}
 CONTEXTS = [128, 256, 512, 1024, 2048, 4096, 8192]
 PERPLEXITY_CONTEXTS = [32, 64, 128, 256, 512, 1024]
 DISTANCES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000]
