@@ -61,7 +61,9 @@ def distance_influence(model, input_ids: torch.Tensor, distances: list[int], see
         raise ValueError(f"distances must be between 1 and the input's length {length}, got {distances}")
     vocab_size = model.config.vocab_size
     generator = torch.Generator().manual_seed(seed)
-    reference = torch.log_softmax(model(input_ids=input_ids).logits[:, -1].float(), dim=-1)
+    # In float64: a far token moves the prediction by KL ~1e-8, below the error of summing it in float32
+    # (which made such KLs negative).
+    reference = torch.log_softmax(model(input_ids=input_ids).logits[:, -1].double(), dim=-1)
     out = {}
     for d in distances:
         changed = input_ids.clone()
@@ -69,7 +71,7 @@ def distance_influence(model, input_ids: torch.Tensor, distances: list[int], see
         # a random token other than the one there: shift by 1..vocab-1 modulo the vocabulary
         shift = torch.randint(1, vocab_size, (input_ids.size(0),), generator=generator)
         changed[:, position] = (input_ids[:, position] + shift) % vocab_size
-        moved = torch.log_softmax(model(input_ids=changed).logits[:, -1].float(), dim=-1)
+        moved = torch.log_softmax(model(input_ids=changed).logits[:, -1].double(), dim=-1)
         kl = (reference.exp() * (reference - moved)).sum(dim=-1)
         out[d] = float(kl.mean())
     return out

@@ -73,8 +73,8 @@ def test_distance_influence_is_the_kl_of_the_two_next_word_distributions():
     changed = ids.clone()
     changed[:, 7] = (ids[:, 7] + torch.randint(1, 40, (3,), generator=generator)) % 40
     with torch.no_grad():
-        p = torch.log_softmax(lm(ids).logits[:, -1], -1)
-        q = torch.log_softmax(lm(changed).logits[:, -1], -1)
+        p = torch.log_softmax(lm(ids).logits[:, -1].double(), -1)
+        q = torch.log_softmax(lm(changed).logits[:, -1].double(), -1)
     assert got == pytest.approx(float(torch.nn.functional.kl_div(q, p, log_target=True, reduction="batchmean")),
                                 rel=1e-4)
     assert not torch.equal(changed[:, 7], ids[:, 7])
@@ -88,3 +88,21 @@ def test_distances_outside_the_input_are_refused():
 @pytest.mark.parametrize("make", [tiny_lstm, tiny_llama])
 def test_seconds_per_new_token_is_measured_for_both(make):
     assert 0 <= seconds_per_new_token(make(), torch.randint(1, 40, (1, 16)), new_tokens=4) < 5
+
+
+def test_distance_influence_resolves_the_tiny_kl_of_a_far_token():
+    # A far token moves a trained LM's next-word distribution by KL ~1e-8 over thousands of words:
+    # summed in float32 that is lost in rounding (it came out negative); the measure keeps it.
+    torch.manual_seed(0)
+    model = OnlyOnePosition(back=1, vocab_size=8000)
+    with torch.no_grad():
+        model.table.weight.mul_(1e-4)
+    ids = torch.randint(0, 8000, (4, 3))
+    got = distance_influence(model, ids, distances=[1], seed=2)[1]
+    shift = torch.randint(1, 8000, (4,), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        p = torch.log_softmax(model.table(ids[:, -1]).double(), -1)
+        q = torch.log_softmax(model.table((ids[:, -1] + shift) % 8000).double(), -1)
+    expected = float((p.exp() * (p - q)).sum(-1).mean())
+    assert 1e-10 < expected < 1e-7
+    assert got == pytest.approx(expected, rel=1e-3)
