@@ -210,7 +210,8 @@ def plots(results: dict, out: Path) -> None:
 
 
 def tables(results: dict) -> str:
-    """The measurements as markdown tables (results.md), for docs/results/architectures.md."""
+    """The measurements, as results.json holds them (string keys), as markdown tables (results.md), for
+    docs/results/architectures.md."""
     names = list(results)
     timed = [n for n in names if results[n]["by_context"]]
     contexts = sorted({int(c) for n in timed for c in results[n]["by_context"]})
@@ -219,17 +220,16 @@ def tables(results: dict) -> str:
     for c in contexts:
         cells = []
         for n in timed:
-            row = results[n]["by_context"].get(str(c)) or results[n]["by_context"].get(c)
+            row = results[n]["by_context"].get(str(c))
             cells += ["-"] * 4 if row is None else [f"{row['state_bytes'] / 1024:,.0f}", f"{1000 * row['seconds_per_token']:.2f}",
                                                     f"{row['tokens_per_second']:,.0f}", f"{row['peak_rss_mb']:,.0f}"]
         lines.append(f"| {c:,} | " + " | ".join(cells) + " |")
     lines += ["", "| wikitext-103 context | " + " | ".join(names) + " |", "|---" * (1 + len(names)) + "|"]
     for c in PERPLEXITY_CONTEXTS:
-        lines.append(f"| {c} | " + " | ".join(f"{results[n]['perplexity'].get(str(c), results[n]['perplexity'].get(c)):.1f}"
-                                             for n in names) + " |")
+        lines.append(f"| {c} | " + " | ".join(f"{results[n]['perplexity'][str(c)]:.1f}" for n in names) + " |")
     lines += ["", "| replaced token's distance | " + " | ".join(f"{n}: KL" for n in names) + " |", "|---" * (1 + len(names)) + "|"]
     for d in DISTANCES:
-        values = [results[n]["influence"].get(str(d), results[n]["influence"].get(d)) for n in names]
+        values = [results[n]["influence"].get(str(d)) for n in names]
         lines.append(f"| {d} | " + " | ".join("-" if v is None else f"{v:.2g}" for v in values) + " |")
     classified = [n for n in names if "accuracy_by_length" in results[n]]
     lines += ["", "| review length (tokens) | " + " | ".join(f"{n}: reviews, accuracy" for n in classified) + " |",
