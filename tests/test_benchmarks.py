@@ -123,7 +123,8 @@ def test_the_general_corpus_repeats_train_and_trims_validation(ulmfit_check, tmp
 
 
 @pytest.mark.parametrize("base_name,long_name", [("AWD-LSTM", "AWD-LSTM-1120"), ("Llama", "Llama-1024")])
-def test_a_long_block_model_trains_what_its_recipe_trains_on_longer_blocks(base_name, long_name):
+def test_a_long_block_model_trains_what_its_recipe_trains_on_longer_blocks(base_name, long_name,
+                                                                          shipped_recipes_without_data):
     architectures = _benchmark("architectures")
     from pipelines.config import load_recipe
 

@@ -19,9 +19,7 @@ def test_the_expected_recipes_ship():
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: f"{p.parent.name}/{p.name}")
-def test_every_recipe_validates(path, monkeypatch):
-    # Local-path checks need ../shared, which tests must not require: validate the structure alone.
-    monkeypatch.setattr("pipelines.recipe_checks._check_local_path", lambda *a: None)
+def test_every_recipe_validates(path, shipped_recipes_without_data):
     recipe = load_recipe(path)
     for name in recipe.config.run.stages:
         stage = recipe.stage(name)
@@ -30,8 +28,7 @@ def test_every_recipe_validates(path, monkeypatch):
     assert recipe.config.card.license and recipe.config.card.citations
 
 
-def test_imdb_ulmfit_recipe_has_the_papers_hyperparameters(monkeypatch):
-    monkeypatch.setattr("pipelines.recipe_checks._check_local_path", lambda *a: None)
+def test_imdb_ulmfit_recipe_has_the_papers_hyperparameters(shipped_recipes_without_data):
     recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes/imdb/ulmfit.yaml").config
     model = recipe.pretrain.model.config
     assert (model["embedding_size"], model["hidden_size"], model["num_hidden_layers"]) == (400, 1150, 3)
@@ -204,10 +201,9 @@ def test_bf16_on_a_cpu_without_native_bf16_trains_in_fp32(monkeypatch, tmp_path,
             assert training_args.build_training_args({"bf16": True}, str(tmp_path)).bf16 is False
 
 
-def test_every_shipped_sweep_plans(monkeypatch):
+def test_every_shipped_sweep_plans(shipped_recipes_without_data):
     from pipelines.sweep import plan_sweep
 
-    monkeypatch.setattr("pipelines.recipe_checks._check_local_path", lambda *a: None)
     planned = {p.relative_to(p.parents[1]).as_posix(): plan_sweep(load_recipe(p)) for p in RECIPES
                if load_recipe(p).config.sweep is not None}
     assert "demo/bbc.yaml" in planned
@@ -215,12 +211,11 @@ def test_every_shipped_sweep_plans(monkeypatch):
         assert plan.recipe.config.sweep.reference in plan.arms and len(plan.recipe.config.sweep.seeds) >= 3
 
 
-def test_every_builtin_arm_builds_in_a_shipped_recipe(monkeypatch):
+def test_every_builtin_arm_builds_in_a_shipped_recipe(shipped_recipes_without_data):
     """Each built-in arm (and its self-training student) builds against a shipped recipe that has
     the stages it names: an LM recipe for the LM arms, a checkpoint recipe for the checkpoint ones."""
     from pipelines.sweep.arms import build_arm, builtin_arms
 
-    monkeypatch.setattr("pipelines.recipe_checks._check_local_path", lambda *a: None)
     hosts = [load_recipe(p) for p in RECIPES if p.as_posix().endswith(("imdb/small.yaml", "bbc/checkpoint.yaml"))]
     assert len(hosts) == 2
     unbuilt = []
