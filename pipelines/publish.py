@@ -5,8 +5,9 @@ Steps: check the folder is a finished lm-transfer stage -> point its card at the
 example names it; with --base-model, the card's base_model and its mentions of the local folder it
 was fine-tuned from name that repo instead; with --with-code, it loads the model with
 trust_remote_code=True) -> rewrite the user's absolute paths in the text files that go up
-(public_text) -> with --with-code, add the modeling file generated from the package's sources and
-config.json's auto_map -> refuse a file that holds a Hub token -> (dry run: list files and card
+(public_text; a text file is told by its content, whatever its name) -> with --with-code, add the
+modeling file generated from the package's sources and config.json's auto_map -> refuse any file
+that holds a secret, or a binary one that holds a local path -> (dry run: list files and card
 metadata, stop) -> refuse offline mode and a missing token -> create the repo (and the branch) when
 missing -> make the repo's content the folder, with that card, in one commit (uploads and
 deletions) whose message names the recipe and stage. The folder itself is left as its stage wrote it.
@@ -61,13 +62,19 @@ _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 # ("https://...") or a closing HTML tag ("</details>"). One component ("/tmp") names nothing of the user's.
 _SEGMENT = r"/[^\s\"'`()\[\]{}<>,;:|/]+"
 _LOCAL_PATH = re.compile(rf"""(?<![^\s"'`(\[{{=,>])(?:~|{_SEGMENT})(?:{_SEGMENT})+""")
-# Files whose text goes up with its paths rewritten and is scanned for tokens.
-_TEXT_SUFFIXES = {".json", ".jsonl", ".yaml", ".yml", ".md", ".txt", ".csv", ".tsv"}
 # A tokenizer's vocabulary is learned text, not paths: rewriting a token ("/usr/lib") would break
 # it. It is still scanned for tokens.
 _VOCABULARIES = {"tokenizer.json", "vocab.json", "vocab.txt", "merges.txt"}
-# Hugging Face user access tokens (hf_ + 34 characters) and organization API tokens.
-_TOKEN = re.compile(rb"(?<![A-Za-z0-9])(?:hf_|api_org_)[A-Za-z0-9]{30,}")
+# Secrets of the kinds a training folder picks up (a recipe, a log, an .env file, a script): Hugging
+# Face user and organization tokens, GitHub, OpenAI/Anthropic-style, AWS, Slack and Google API keys,
+# and private keys.
+_TOKEN = re.compile(rb"(?<![A-Za-z0-9])(?:hf_|api_org_)[A-Za-z0-9]{30,}"
+                    rb"|(?<![A-Za-z0-9])(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{60,}"
+                    rb"|(?<![A-Za-z0-9-])sk-(?:[A-Za-z0-9_-]{3,}-)?[A-Za-z0-9_-]{32,}"
+                    rb"|(?<![A-Z0-9])AKIA[0-9A-Z]{16}(?![A-Z0-9])|xox[abprs]-[A-Za-z0-9-]{10,}"
+                    rb"|AIza[0-9A-Za-z_-]{35}|-----BEGIN [A-Z ]*PRIVATE KEY-----", re.IGNORECASE)
+# Files lm-transfer keeps for itself in an output folder; they mean nothing on the Hub.
+_NOT_SENT = {".lm-transfer"}
 
 
 def public_text(text: str) -> str:
@@ -169,18 +176,25 @@ def publish(folder: str | Path, repo_id: str, private: bool = False, dry_run: bo
 
 def _uploads(folder: Path, card: ModelCard) -> dict[Path, bytes | None]:
     """Every file of the folder (its path in the folder) -> what goes up in its place: the card for
-    the repo, a text file's public_text, or None for a file sent as it is."""
+    the repo, a text file's public_text (any name or extension: told by its content), or None for a
+    binary file sent as it is."""
     uploads = {}
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in _NOT_SENT):
         if path == folder / CARD:
             uploads[path.relative_to(folder)] = str(card).encode()
-        elif path.suffix in _TEXT_SUFFIXES and path.name not in _VOCABULARIES:
+        elif path.name not in _VOCABULARIES and _is_text(path):
             # (surrogateescape: a file that is not UTF-8 goes up byte for byte, paths aside)
             text = path.read_bytes().decode(errors="surrogateescape")
             uploads[path.relative_to(folder)] = public_text(text).encode(errors="surrogateescape")
         else:
             uploads[path.relative_to(folder)] = None
     return uploads
+
+
+def _is_text(path: Path) -> bool:
+    """No NUL byte in its first 8 KiB (what git and file(1) go by); weights and pickles have them."""
+    with open(path, "rb") as handle:
+        return b"\0" not in handle.read(8192)
 
 
 def _auto_map(folder: Path) -> dict[str, str]:
@@ -203,14 +217,20 @@ def _modeling_code(uploads: dict[Path, bytes | None], mapping: dict[str, str]) -
 
 
 def _refuse_tokens(folder: Path, uploads: dict[Path, bytes | None]) -> None:
-    """Stop before anything is sent when a text file that would go up holds a Hub token (a recipe or
-    metrics.json that picked one up); the token itself is never shown."""
+    """Stop before anything is sent (a dry run included) when a file that would go up holds a secret
+    (every file, text or binary: a binary file's bytes are searched as they are), or a binary file holds
+    a path of the user's machine that could not be rewritten (its home or working folder). The secret
+    itself is never shown."""
+    own = {os.fsencode(p) for p in (Path.home(), Path.cwd()) if len(Path(p).parts) > 2}
     for name, text in uploads.items():
-        if text is None and name.suffix not in _TEXT_SUFFIXES:
-            continue
-        if _TOKEN.search((folder / name).read_bytes() if text is None else text):
-            raise PublishError(f"{folder / name}: holds what looks like a Hugging Face token (hf_... or api_org_...); "
-                               "nothing was sent: remove it from the folder (and revoke the token if it was shared)")
+        content = (folder / name).read_bytes() if text is None else text
+        if _TOKEN.search(content):
+            raise PublishError(f"{folder / name}: holds what looks like a secret (a Hugging Face, GitHub, cloud or "
+                               "API token, or a private key); nothing was sent: remove it from the folder (and "
+                               "revoke it if it was shared)")
+        if text is None and (path := next((p for p in own if p in content), None)):
+            raise PublishError(f"{folder / name}: a binary file that holds a local path ({os.fsdecode(path)}), "
+                               "which cannot be rewritten in it; nothing was sent: remove the file from the folder")
 
 
 @contextmanager

@@ -13,6 +13,7 @@ from hub_server import FakeHub
 from huggingface_hub import ModelCard, constants
 
 from pipelines.cli import main
+from pipelines.outputs import MARK
 
 TOKEN = "hf_loopbackTestToken123"
 # The length of a real user access token (hf_ + 34 characters): what publish must never send.
@@ -59,8 +60,8 @@ def test_publish_creates_the_repo_and_uploads_the_folder_as_it_is(awd_run, run_c
     assert main(["publish", str(folder), "--repo-id", "someone/topics-ulmfit", "--private"]) == 0
     repo = hub.repos["someone/topics-ulmfit"]
     assert repo["private"]
-    sent, local = repo["files"], {p.name: p.read_bytes() for p in folder.iterdir()}
-    assert sent.keys() == local.keys()  # every file and nothing else
+    sent, local = repo["files"], {p.name: p.read_bytes() for p in folder.iterdir() if p.name != MARK}
+    assert sent.keys() == local.keys()  # every file (but lm-transfer's own mark) and nothing else
     # What differs from the folder: the card names the repo in its loading example, and the text
     # files that name this machine's absolute paths (the run's folders, its recipe, the data) name
     # them by their last component. The weights and the tokenizer go up byte for byte.
@@ -104,7 +105,7 @@ def test_dry_run_lists_files_and_card_metadata_and_sends_nothing(awd_run, topic_
     out = capsys.readouterr().out
     assert hub.requests == []
     assert len([line for line in out.splitlines() if line.endswith(" bytes")]) == len(list(folder.iterdir()))
-    for path in folder.iterdir():  # text files as they would go up (the card names the repo, no local paths)
+    for path in (p for p in folder.iterdir() if p.name != MARK):  # text files as they would go up (the card names the repo, no local paths)
         same = path.suffix == ".safetensors" or path.name.startswith("tokenizer")
         assert (f"  {path.name}  {path.stat().st_size:,} bytes" if same else f"  {path.name}  ") in out
     assert 'from_pretrained("someone/x")' not in (folder / "README.md").read_text()  # nothing written
@@ -118,12 +119,13 @@ def test_publish_sends_no_absolute_local_path(awd_run, run_copy, topic_data, hub
     monkeypatch.chdir(awd_run[0])  # the run's folders lie under it, the data does not
     folder = run_copy / "classifier"
     (folder / "notes.txt").write_text("copied from ~/data/mydata.csv, see https://huggingface.co/datasets/x/y\n")
+    (folder / "NOTES").write_text(f"trained from {topic_data}/train.jsonl\n")  # text, whatever its name
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
     assert str(awd_run[0]).encode() in before["recipe.yaml"] and str(topic_data).encode() in before["README.md"]
     assert main(["publish", str(folder), "--repo-id", "someone/x"]) == 0
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
     sent = hub.repos["someone/x"]["files"]
-    assert sent.keys() == before.keys()
+    assert sent.keys() == before.keys() - {MARK}
     for name, data in sent.items():
         assert str(awd_run[0]).encode() not in data and str(topic_data.parent).encode() not in data, name
     recipe = yaml.safe_load(sent["recipe.yaml"])
@@ -132,28 +134,49 @@ def test_publish_sends_no_absolute_local_path(awd_run, run_copy, topic_data, hub
     assert json.loads(sent["config.json"])["backbone"]["_name_or_path"] == "run/lm_finetune"
     assert json.loads(sent["metrics.json"])["lm_transfer"]["recipe"] == "recipe.yaml"
     assert sent["notes.txt"].decode() == "copied from mydata.csv, see https://huggingface.co/datasets/x/y\n"
+    assert sent["NOTES"].decode() == "trained from train.jsonl\n"
     card = ModelCard(sent["README.md"].decode())
     assert {r.dataset_name for r in card.data.eval_results} == {"topics"}
     assert "| pretrain | `run/pretrain` | topics |" in card.text
     assert hub.repos["someone/x"]["commits"] == ["lm-transfer: classify stage of recipe.yaml"]
 
 
-@pytest.mark.parametrize("name,token", [("metrics.json", REAL_LENGTH_TOKEN),
-                                        ("README.md", "api_org_" + REAL_LENGTH_TOKEN[3:])])
+SECRETS = {"hf": REAL_LENGTH_TOKEN, "hf-org": "api_org_" + REAL_LENGTH_TOKEN[3:],
+           "github": "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8", "aws": "AKIA" + "IOSFODNN7EXAMPLE",
+           "openai": "sk-proj-" + "Ab1Cd2Ef3Gh4Ij5Kl6Mn7Op8Qr9St0Uv1Wx2Yz3"}
+
+
+@pytest.mark.parametrize("name,secret", [("metrics.json", "hf"), ("README.md", "hf-org"), (".env", "hf"),
+                                         ("secrets.ENV", "github"), ("train.log", "aws"), ("run.py", "openai"),
+                                         ("NOTES", "hf"), ("logs/events.out", "hf"), ("weights.BIN", "hf")])
 @pytest.mark.parametrize("dry_run", [False, True])
-def test_a_token_in_a_file_that_would_go_up_is_refused_and_never_shown(run_copy, hub, capsys, name, token, dry_run):
-    folder = run_copy / "classifier"
+def test_a_secret_in_any_file_that_would_go_up_is_refused_and_never_shown(run_copy, hub, capsys, name, secret,
+                                                                           dry_run):
+    folder, token = run_copy / "classifier", SECRETS[secret]
+    (folder / name).parent.mkdir(exist_ok=True)
     if name == "metrics.json":
         metrics = json.loads((folder / name).read_text())
         (folder / name).write_text(json.dumps({**metrics, "note": f"pushed with {token}"}))
+    elif name == "weights.BIN":  # a binary file: its bytes are searched as they are
+        (folder / name).write_bytes(bytes(range(256)) * 4 + token.encode() + b"\0\1")
     else:
-        (folder / name).write_text((folder / name).read_text() + f"\nHF_TOKEN={token}\n")
+        (folder / name).write_text(((folder / name).read_text() if (folder / name).exists() else "") +
+                                   f"\nTOKEN={token}\n")
     assert main(["publish", str(folder), "--repo-id", "someone/x", *(["--dry-run"] if dry_run else [])]) == 2
     out = capsys.readouterr()
     err = out.err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"error: {folder / name}: holds what looks like a Hugging Face token")
+    assert len(err) == 1 and err[0].startswith(f"error: {folder / name}: holds what looks like a secret")
     assert token not in out.out + out.err and token[8:] not in out.out + out.err
     assert hub.requests == [] and hub.repos == {}
+
+
+def test_a_binary_file_holding_a_local_path_is_refused(run_copy, hub, monkeypatch, capsys):
+    monkeypatch.chdir(run_copy)
+    folder = run_copy / "classifier"
+    (folder / "training_args.bin").write_bytes(b"\x80\x04\x95" + str(run_copy / "classifier.work").encode() + b"\0")
+    assert main(["publish", str(folder), "--repo-id", "someone/x", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "training_args.bin: a binary file that holds a local path" in err and hub.repos == {}
 
 
 def test_missing_token_or_refused_token_is_one_clear_error(awd_run, hub, monkeypatch, capsys):
