@@ -9,6 +9,8 @@ import argparse
 import os
 import sys
 
+from . import register_models
+from .config import POOLINGS
 from .errors import LmTransferError
 
 
@@ -58,8 +60,7 @@ def _parser() -> argparse.ArgumentParser:
                                                      "folder or a Hub id")
     embed.add_argument("--output", default="embeddings", help="the folder to write (default: embeddings)")
     embed.add_argument("--split", help="the split of a dataset with several (default: test, or the only one)")
-    # (the choices are models.classifier.POOLINGS, spelled out: importing it loads torch before --help)
-    embed.add_argument("--pooling", choices=["mean", "last", "concat"],
+    embed.add_argument("--pooling", choices=POOLINGS,
                        help="how a text's token states become one vector (default: a classifier's own, else mean)")
     embed.add_argument("--max-length", type=int, help="tokens read of each text (default: a classifier's own, else 512)")
     embed.add_argument("--max-examples", type=int, help="embed a seeded sample of this many texts (stratified by "
@@ -76,25 +77,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Each command checks what it can without torch first (arguments, the recipe), then imports
+    what it needs: a mistake is answered in well under a second."""
     args = _parser().parse_args(argv)
+    commands = {"run": _run, "sweep": _sweep, "validate": _validate, "predict": _predict, "embed": _embed,
+                "search": _search, "publish": _publish}
     try:
-        if args.command == "validate":
-            return _validate(args.recipes, args.overrides)
-        if args.command == "sweep":
-            return _sweep(args)
-        if args.command == "predict":
-            return _predict(args)
-        if args.command == "embed":
-            return _embed(args)
-        if args.command == "search":
-            return _search(args)
-        if args.command == "publish":
-            from .publish import publish
-
-            print(publish(args.folder, args.repo_id, private=args.private, dry_run=args.dry_run,
-                          base_model=args.base_model, revision=args.revision, with_code=args.with_code))
-            return 0
-        return _run(args)
+        return commands[args.command](args)
     except LmTransferError as err:
         if os.environ.get("RANK", "0") == "0":  # (under accelerate launch, every process has the error)
             print(f"error: {err}", file=sys.stderr)
@@ -105,18 +94,20 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _validate(paths: list[str], overrides: list[str]) -> int:
+def _validate(args) -> int:
     """Everything `run` and `sweep` check before training: the recipe, its data, its models."""
-    import datasets
-
     from .config import load_recipe
-    from .preflight import check_inputs, check_sweep_arms
 
-    datasets.disable_progress_bars()  # reading data to check it: its bars would bury the verdicts
     failed = 0
-    for path in paths:
+    for path in args.recipes:
         try:
-            recipe = load_recipe(path, overrides)
+            recipe = load_recipe(path, args.overrides)
+            register_models()
+            import datasets
+
+            from .preflight import check_inputs, check_sweep_arms
+
+            datasets.disable_progress_bars()  # reading data to check it: its bars would bury the verdicts
             read = {}  # (the sweep's arms share the recipe's datasets: each is read once)
             lines = check_inputs(recipe, read=read)
             line = f"ok: {path} ({' -> '.join(recipe.config.run.stages)})"
@@ -134,7 +125,17 @@ def _validate(paths: list[str], overrides: list[str]) -> int:
     return 2 if failed else 0
 
 
+def _publish(args) -> int:
+    register_models()
+    from .publish import publish
+
+    print(publish(args.folder, args.repo_id, private=args.private, dry_run=args.dry_run,
+                  base_model=args.base_model, revision=args.revision, with_code=args.with_code))
+    return 0
+
+
 def _predict(args) -> int:
+    register_models()
     from .predict import predict
 
     scores = predict(args.folder, args.data, args.output, split=args.split, text_column=args.text_column,
@@ -146,6 +147,7 @@ def _predict(args) -> int:
 
 
 def _embed(args) -> int:
+    register_models()
     from .config import DataConfig
     from .embed import embed
 
@@ -159,6 +161,7 @@ def _embed(args) -> int:
 
 
 def _search(args) -> int:
+    register_models()
     import datasets
     from transformers.utils import logging as hf_logging
 
@@ -177,12 +180,14 @@ def _search(args) -> int:
 
 
 def _run(args) -> int:
-    from accelerate import PartialState
-
     from .config import load_recipe
-    from .runner import run_recipe, summary_table
 
     recipe = load_recipe(args.recipe, args.overrides)  # fails before any work starts
+    register_models()
+    from accelerate import PartialState
+
+    from .runner import run_recipe, summary_table
+
     results = run_recipe(recipe, only=args.stage, force=args.force)
     if PartialState().is_main_process:
         print("\n" + summary_table(recipe, results))
@@ -191,8 +196,10 @@ def _run(args) -> int:
 
 def _sweep(args) -> int:
     from .config import load_recipe
-    from .sweep import run_sweep
 
     recipe = load_recipe(args.recipe, args.overrides)
+    register_models()
+    from .sweep import run_sweep
+
     run_sweep(recipe, command=" ".join(["lm-transfer", "sweep", args.recipe, *args.overrides]))
     return 0

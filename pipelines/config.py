@@ -22,6 +22,11 @@ from .errors import RecipeError
 from .sweep_config import ArmSection, SelfTrainingSection, SweepSection
 
 STAGE_KINDS = ("tokenizer", "pretrain", "lm_finetune", "classify", "embed")
+# How a document's hidden states become one vector: concat ([last, max, mean], ULMFiT), last, mean.
+POOLINGS = ("concat", "last", "mean")
+# File extension -> the `datasets` builder that reads it (a .txt file: one text per line, column "text").
+FORMATS = {".csv": "csv", ".tsv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet",
+           ".txt": "text"}
 
 
 @dataclass
@@ -274,6 +279,12 @@ def same_folder(path: str) -> str:
     return os.path.realpath(os.path.expanduser(path))
 
 
+def spelled_local(path: str) -> bool:
+    """A path that can only mean a local file or folder: it starts with ., / or ~, or ends in a data
+    file's extension (anything else may be a Hub id)."""
+    return path.startswith((".", "/", "~")) or os.path.splitext(path)[1].lower() in FORMATS
+
+
 def data_file_path(root: str | None, file: str) -> str:
     """A data.files entry: relative to data.path when that is a folder, else to the working directory."""
     file = os.path.expanduser(file)
@@ -344,4 +355,7 @@ def _recipe_errors(path: str):
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or "?"
         msg = str(err).splitlines()[0]
+        if "is not a ListConfig" in msg:  # (OmegaConf's words for a value where a list belongs)
+            msg = f"must be a list, e.g. {key}=[a,b] on the command line or [a, b] in YAML (got {err.value!r})" \
+                if hasattr(err, "value") else "must be a list, e.g. [a, b]"
         raise RecipeError(f"{path}: {key}: {msg}") from None

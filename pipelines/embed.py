@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import DataConfig
+from .config import POOLINGS, DataConfig
 from .errors import LmTransferError, first_line
-from .models.classifier import POOLINGS
+from .outputs import check_output_folder, claim, hold_output_locks
 
 EMBEDDINGS_FILE, META_FILE = "embeddings.parquet", "embed.json"
 DEFAULT_MAX_LENGTH = 512
@@ -118,15 +118,24 @@ def embed(model_path: str, data: DataConfig, output: str | Path, split: str | No
           max_examples: int | None = None, seed: int = 0, bf16: bool = False, choose: str = "--split") -> dict:
     """Writes OUTPUT's two files; returns embed.json's content. Empty texts are left out; `row` is
     each vector's row in the split, so vectors line up with the data they came from."""
-    from datasets import Dataset
-
-    from .data import balanced_indices, label_names_of, read_split
-
     if batch_size < 1 or (max_examples is not None and max_examples < 1):
         raise EmbedError(f"batch size ({batch_size}) and max examples ({max_examples}) must be at least 1")
     output = Path(output)
     if output.is_file():
         raise EmbedError(f"{output}: is a file; give the folder to write the embeddings in")
+    local_data = [path for path in [data.path, *data.files.values()] if path and Path(path).expanduser().exists()]
+    check_output_folder(f"--output {output}", str(output), local_data)
+    with hold_output_locks([output]):
+        return _embed(model_path, data, output, split, pooling, max_length, bptt, batch_size, max_examples, seed, bf16,
+                      choose)
+
+
+def _embed(model_path, data, output, split, pooling, max_length, bptt, batch_size, max_examples, seed, bf16,
+           choose) -> dict:
+    from datasets import Dataset
+
+    from .data import balanced_indices, label_names_of, read_split
+
     encoder = load_encoder(model_path, pooling, max_length, bptt, bf16)
     read, ds = read_split(data, split, choose)
     texts = list(ds[data.text_column])
@@ -145,7 +154,7 @@ def embed(model_path: str, data: DataConfig, output: str | Path, split: str | No
         columns["label"] = [labels[i] for i in rows]
     meta = {**encoder.describe(), "data": data.path, "read": read, "texts": len(rows), "dim": int(vectors.shape[1]),
             "seconds": round(seconds, 1), "texts_per_second": round(len(rows) / max(seconds, 1e-9), 1)}
-    output.mkdir(parents=True, exist_ok=True)
+    claim(output)
     temp = output / f".{EMBEDDINGS_FILE}.partial"
     Dataset.from_dict(columns).to_parquet(str(temp))
     temp.replace(output / EMBEDDINGS_FILE)

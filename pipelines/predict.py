@@ -26,6 +26,10 @@ class PredictError(LmTransferError):
     pass
 
 
+# The CSV's first columns (then p(label) for each class, and true_label when the data has labels).
+PREDICTIONS_HEADER = "row,text,label,probability"
+
+
 def load_classifier(folder: str | Path):
     """The folder's text-classification pipeline (all class scores), or a clear error."""
     from transformers import AutoConfig, pipeline
@@ -55,6 +59,7 @@ def predict(folder: str | Path, data_path: str, output: str | Path = "prediction
 
     if Path(output).is_dir():
         raise PredictError(f"--output {output}: is a folder; give the CSV file to write")
+    _check_output(Path(output), data_path)
     if batch_size < 1:
         raise PredictError(f"--batch-size {batch_size}: must be at least 1")
     members = member_folders(folder) if is_ensemble(folder) else [folder]
@@ -75,7 +80,7 @@ def predict(folder: str | Path, data_path: str, output: str | Path = "prediction
                                "predict without scoring")
     texts = [t if isinstance(t, str) else "" for t in ds[text_column]]
     rows = _mean_rows([_predict_rows(classify, texts, labels, batch_size) for classify in classifiers], labels)
-    _write_csv(Path(output), rows, labels, truth)
+    _write_csv(Path(output), texts, rows, labels, truth)
     print(f"predicted {len(texts):,} texts ({read}) with {folder}: {output}", file=sys.stderr)
     if truth is None:
         return {}
@@ -84,6 +89,24 @@ def predict(folder: str | Path, data_path: str, output: str | Path = "prediction
     scores = classification_metrics().compute(predictions=[index[p] for p, _ in scored],
                                               references=[index[t] for _, t in scored])
     return {"examples": len(scored), **scores}
+
+
+def _check_output(output: Path, data_path: str) -> None:
+    """The CSV may replace an earlier `predict` output, nothing else: not the data it reads (or a file in
+    its folder, which would be read as data next time), nor any other existing file."""
+    data = Path(data_path).expanduser()
+    if not data.exists():
+        return
+    if output.exists() and output.resolve() == data.resolve():
+        raise PredictError(f"--output {output}: is the data being labeled; write the predictions to another file")
+    if data.is_dir() and output.resolve().is_relative_to(data.resolve()):
+        raise PredictError(f"--output {output}: lies inside the data folder {data_path} (it would be read as data "
+                           "next time); write the predictions outside it")
+    if output.is_file():
+        with open(output, encoding="utf-8", errors="replace") as handle:
+            if not handle.readline().startswith(PREDICTIONS_HEADER):
+                raise PredictError(f"--output {output}: exists and is not an lm-transfer predictions file; choose "
+                                   "another file, or move it away")
 
 
 def _labels(classify) -> list[str]:
@@ -122,16 +145,17 @@ def _predict_rows(classify, texts: list[str], labels: list[str], batch_size: int
     return rows
 
 
-def _write_csv(path: Path, rows: list[dict], labels: list[str], truth: list[str | None] | None) -> None:
+def _write_csv(path: Path, texts: list[str], rows: list[dict], labels: list[str],
+               truth: list[str | None] | None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    header = ["row", "label", "probability", *(f"p({name})" for name in labels)] + (["true_label"] if truth else [])
+    header = [*PREDICTIONS_HEADER.split(","), *(f"p({name})" for name in labels)] + (["true_label"] if truth else [])
     temp = path.with_name(f".{path.name}.partial")
     with open(temp, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
         for number, row in enumerate(rows):
             p = row["probabilities"]
-            line = [number, row["label"] or "", "" if p is None else f"{max(p):.6f}",
+            line = [number, texts[number], row["label"] or "", "" if p is None else f"{max(p):.6f}",
                     *(["" for _ in labels] if p is None else [f"{v:.6f}" for v in p])]
             writer.writerow(line + ([truth[number] or ""] if truth else []))
     os.replace(temp, path)

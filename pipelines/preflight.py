@@ -18,10 +18,13 @@ from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoModel
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from .backbones import resolve_checkpoint, tokenizer_source
-from .config import ClassifyStage, EmbedStage, LMStage, LoadedRecipe, ModelConfig, TokenizerStage, same_folder
+from .config import (ClassifyStage, EmbedStage, LMStage, LoadedRecipe, ModelConfig, TokenizerStage, data_file_path,
+                     same_folder)
 from .errors import DataError, RecipeError, first_line
 from .models.awd_lstm import AwdLstmConfig
+from .outputs import check_output_folder
 from .sources import source_name
+from .training_args import check_training_args
 
 
 def check_inputs(recipe: LoadedRecipe, stages: list[str] | None = None, read: dict | None = None) -> list[str]:
@@ -37,7 +40,7 @@ def check_inputs(recipe: LoadedRecipe, stages: list[str] | None = None, read: di
 def check_sweep_arms(plan, read: dict | None = None) -> list[str]:
     """Every arm's language-model stages (setup and data) and the model its classifier starts from,
     before any arm trains; returns what was read."""
-    check_writable(f"{plan.recipe.path}: sweep.output_dir", str(plan.output_dir))
+    check_output_folder(f"{plan.recipe.path}: sweep.output_dir", str(plan.output_dir), data_paths(plan.recipe))
     read = {} if read is None else read
     lines = []
     for arm in plan.arms_with_students:
@@ -56,7 +59,7 @@ def built_by(recipe: LoadedRecipe) -> set[str]:
 def check_stage_setup(recipe: LoadedRecipe, name: str) -> None:
     """The stage's output folder, the models and tokenizers it starts from, its model.config keys."""
     stage, where = recipe.stage(name), f"{recipe.path}: {name}"
-    check_writable(f"{where}.output_dir", stage.output_dir)
+    check_output_folder(f"{where}.output_dir", stage.output_dir, data_paths(recipe), siblings=(".partial", ".work"))
     built = built_by(recipe)
     if isinstance(stage, TokenizerStage):
         _check_model(f"{where}.from_checkpoint", stage.from_checkpoint, "tokenizer", built)
@@ -65,6 +68,7 @@ def check_stage_setup(recipe: LoadedRecipe, name: str) -> None:
         _check_model(f"{where}.init_from", stage.init_from, "encoder", built)
         _check_model(f"{where}.init_from", stage.init_from, "tokenizer", built)
         return
+    check_training_args(stage.training, where=f"{where}.training")
     lm = isinstance(stage, LMStage)
     kind = "language model" if lm else "body"
     _check_model(f"{where}.init_from", stage.init_from, kind, built)
@@ -125,18 +129,15 @@ def _check_embed_data(recipe: LoadedRecipe, name: str, read: dict) -> str:
     return f"[{name}] data {source_name(stage.data)}: {read[key]}"
 
 
-def check_writable(where: str, folder: str) -> None:
-    """The folder can be created (or replaced) here: its nearest existing parent is a writable folder."""
-    path = Path(os.path.expanduser(folder)).absolute()
-    if path.exists() and not path.is_dir():
-        raise RecipeError(f"{where}: '{folder}' is a file, not a folder")
-    probe = path.parent
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir():
-        raise RecipeError(f"{where}: '{folder}' would be inside '{probe}', which is a file; choose another folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise RecipeError(f"{where}: cannot write in '{probe}' (permission denied); choose another folder")
+def data_paths(recipe: LoadedRecipe) -> list[str]:
+    """The local files and folders the recipe's stages read as data (no output may touch them)."""
+    paths = []
+    for name in recipe.config.run.stages:
+        data = recipe.stage(name).data
+        if data.path is not None and os.path.exists(os.path.expanduser(data.path)):
+            paths.append(data.path)
+        paths += [data_file_path(data.path, file) for file in data.files.values()]
+    return list(dict.fromkeys(paths))
 
 
 _WEIGHTS = ("*.safetensors", "pytorch_model*.bin")

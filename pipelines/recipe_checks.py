@@ -10,12 +10,10 @@ import re
 
 from omegaconf import OmegaConf
 
-from .config import (ClassifyStage, DataConfig, EmbedStage, LMStage, LoadedRecipe, Recipe, STAGE_KINDS, TokenizerStage,
-                     data_file_path, same_folder)
+from .config import (POOLINGS, STAGE_KINDS, ClassifyStage, DataConfig, EmbedStage, LMStage, LoadedRecipe, Recipe,
+                     TokenizerStage, data_file_path, same_folder, spelled_local)
 from .errors import RecipeError
-from .models.classifier import POOLINGS
-from .sources import spelled_local
-from .training_args import validate_training_section
+from .training_section import check_training_section
 
 
 def check_recipe(loaded: LoadedRecipe) -> None:
@@ -35,13 +33,13 @@ def check_recipe(loaded: LoadedRecipe) -> None:
     for index, entry in enumerate(recipe.card.citations):
         if not re.match(r"\s*@\w+\s*\{", entry):
             raise RecipeError(f"{path}: card.citations[{index}]: not a BibTeX entry (@type{{key, ...}})")
-    if recipe.run.seed < 0:
-        raise RecipeError(f"{path}: run.seed: must be non-negative (got {recipe.run.seed})")
+    if not 0 <= recipe.run.seed < 2**32:  # (numpy's seeds)
+        raise RecipeError(f"{path}: run.seed: must be between 0 and 2**32 - 1 (got {recipe.run.seed})")
     outputs = {same_folder(getattr(recipe, name).output_dir) for name in stages}
     for name in stages:
         stage = getattr(recipe, name)
         if hasattr(stage, "training"):
-            validate_training_section(stage.training, where=f"{path}: {name}.training")
+            check_training_section(stage.training, where=f"{path}: {name}.training")
         _check_data(path, f"{name}.data", stage.data, labeled=isinstance(stage, ClassifyStage))
         if isinstance(stage, ClassifyStage):
             _check_no_leak(path, recipe, name)

@@ -3,7 +3,7 @@ stage's output atomically (a crashed stage leaves no output folder), print the s
 
 from __future__ import annotations
 
-import shutil
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +16,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from .cards import refresh_card, write_card
 from .config import LoadedRecipe
 from .errors import LmTransferError, RecipeError
+from .outputs import MARK, claim, hold_output_locks, remove_output
 from .preflight import check_inputs
 from .record import describe_hardware, is_current, provenance, read_metrics, write_record
 from .trainer import checkpoint_step
@@ -60,8 +61,8 @@ class StageContext:
         found = get_last_checkpoint(str(self.work_dir)) if self._work_is_ours() else None
         self.state.wait_for_everyone()
         if self.state.is_main_process and found is None:
-            shutil.rmtree(self.work_dir, ignore_errors=True)
-            self.work_dir.mkdir(parents=True)
+            remove_output(self.work_dir)
+            claim(self.work_dir)
             (self.work_dir / "fingerprint").write_text(self.fingerprint)
         if found is not None:
             say_on_main(self.state, f"[{self.name}] resuming from {found} (step {checkpoint_step(found)}, saved by an "
@@ -110,7 +111,15 @@ def run_recipe(recipe: LoadedRecipe, only: str | None = None, force: bool = Fals
         # (on the main process: the others would read the same data at once, and fail the same way)
         for line in main_only(state, lambda: check_inputs(recipe, pending)) or []:
             say_on_main(state, line)
-    results = {}
+    with contextlib.ExitStack() as locks:
+        # (a second run on the same folders stops here, naming this one; on every process alike)
+        main_only(state, lambda: locks.enter_context(hold_output_locks(recipe.stage(n).output_dir for n in stages)))
+        return _run_stages(recipe, state, fingerprints, only, force)
+
+
+def _run_stages(recipe: LoadedRecipe, state: PartialState, fingerprints: dict[str, str], only: str | None,
+                force: bool) -> dict[str, dict]:
+    stages, results = recipe.config.run.stages, {}
     for name in stages:
         ctx = StageContext(recipe, name, fingerprints[name], state)
         if only is not None and name != only:
@@ -136,15 +145,15 @@ def _run_stage(ctx: StageContext) -> dict:
     state = ctx.state
     set_seed(ctx.seed)
     if state.is_main_process:
-        shutil.rmtree(ctx.partial_dir, ignore_errors=True)
-        ctx.partial_dir.mkdir(parents=True)
+        remove_output(ctx.partial_dir)
+        claim(ctx.partial_dir)
     state.wait_for_everyone()
     started = time.time() - ctx.earlier_seconds()  # a resumed stage's time includes the runs before it
     try:
         metrics = _stage_module(ctx.name).run(ctx)
     except BaseException:
         if state.is_main_process:  # nothing half-written
-            shutil.rmtree(ctx.partial_dir, ignore_errors=True)
+            remove_output(ctx.partial_dir)
         ctx.record_interrupted(time.time() - started)
         raise
     metrics["stage_wall_seconds"] = round(time.time() - started, 1)
@@ -156,9 +165,11 @@ def _run_stage(ctx: StageContext) -> dict:
         write_record(ctx.partial_dir, metrics, ctx.recipe.resolved)
         if ctx.name in MODEL_STAGES:  # a model: its folder gets the card the Hub shows
             write_card(ctx.partial_dir, ctx.name, ctx.recipe.path, ctx.recipe.resolved, metrics)
-        shutil.rmtree(ctx.output_dir, ignore_errors=True)
+        remove_output(ctx.output_dir)
+        # (a finished folder is told as lm-transfer's by its metrics.json: it holds nothing the Hub would not get)
+        (ctx.partial_dir / MARK).unlink()
         ctx.partial_dir.rename(ctx.output_dir)
-        shutil.rmtree(ctx.work_dir, ignore_errors=True)
+        remove_output(ctx.work_dir)
     state.wait_for_everyone()
     return metrics
 

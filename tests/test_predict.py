@@ -29,7 +29,7 @@ def test_predict_on_labeled_data_reproduces_the_stages_test_scores(form, awd_run
     rows = read_csv(tmp_path / "preds.csv")
     expected = json.loads((folder / "metrics.json").read_text())
     assert len(rows) == expected["test_examples"] == 45
-    assert list(rows[0]) == ["row", "label", "probability", "p(food)", "p(sport)", "p(tech)", "true_label"]
+    assert list(rows[0]) == ["row", "text", "label", "probability", "p(food)", "p(sport)", "p(tech)", "true_label"]
     for row in rows:
         probabilities = [float(row[f"p({name})"]) for name in ("food", "sport", "tech")]
         assert sum(probabilities) == pytest.approx(1, abs=1e-5) and float(row["probability"]) == max(probabilities)
@@ -47,6 +47,8 @@ def test_predict_on_a_csv_without_labels(awd_run, tmp_path, capsys):
     assert main(["predict", str(awd_run[0] / "run" / "classifier"), str(data), "--output", str(tmp_path / "p.csv")]) == 0
     rows = read_csv(tmp_path / "p.csv")
     assert [r["row"] for r in rows] == ["0", "1", "2"] and "true_label" not in rows[0]
+    assert [r["text"] for r in rows] == ["the striker scored a goal in the cup match", "",
+                                         "garlic butter and bread in the oven"]
     assert rows[1]["label"] == "" and rows[0]["label"] in ("food", "sport", "tech")  # an empty text gets no label
     captured = capsys.readouterr()
     assert "accuracy" not in captured.out and "1 empty texts" in captured.err
@@ -75,3 +77,24 @@ def test_predict_mistakes_are_one_line(case, awd_run, topic_data, tmp_path, caps
                                           "no such split": "no split 'validation'",
                                           "output is a folder": "is a folder"}[case] in err
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_predict_never_replaces_what_it_did_not_write(awd_run, tmp_path, capsys):
+    folder = str(awd_run[0] / "run" / "classifier")
+    data = tmp_path / "texts.csv"
+    data.write_text('text\n"the striker scored a goal in the cup match"\n')
+    notes = tmp_path / "notes.csv"
+    notes.write_text("mine\n")
+    dataset = tmp_path / "dataset"
+    dataset.mkdir()
+    (dataset / "test.csv").write_text(data.read_text())
+    for output, says in [(data, "is the data being labeled"), (notes, "is not an lm-transfer predictions file"),
+                         (dataset / "predictions.csv", "lies inside the data folder")]:
+        source = dataset if output.parent == dataset else data
+        assert main(["predict", folder, str(source), "--output", str(output)]) == 2
+        assert says in capsys.readouterr().err
+    assert data.read_text().startswith("text\n") and notes.read_text() == "mine\n"
+    assert sorted(p.name for p in dataset.iterdir()) == ["test.csv"]
+    # an earlier predictions file is replaced
+    assert main(["predict", folder, str(data), "--output", str(tmp_path / "p.csv")]) == 0
+    assert main(["predict", folder, str(data), "--output", str(tmp_path / "p.csv")]) == 0

@@ -77,7 +77,7 @@ BAD_INPUTS = {
     "output folder is a file": (["classify.output_dir=a_file"], "classify.output_dir: 'a_file' is a file"),
     "negative learning rate": (["classify.training.learning_rate=-0.1"],
                                "classify.training.learning_rate: must be at least 0 (got -0.1)"),
-    "negative seed": (["run.seed=-1"], "run.seed: must be non-negative"),
+    "negative seed": (["run.seed=-1"], "run.seed: must be between 0 and 2**32 - 1"),
     "validation fraction above 1": (["data.validation_fraction=1.5"],
                                     "validation_fraction: must be between 0 and 1, exclusive (got 1.5)"),
     "misspelt model.config key": (["pretrain.model.config.hiden_size=8"],

@@ -93,7 +93,9 @@ def test_a_stage_is_identified_by_what_it_is_built_on_not_by_where_it_is(recipe_
 @pytest.mark.parametrize("override,message", [
     ("classify.training.learning_rat=1", "classify.training.learning_rat: unknown training key"),
     ("classify.training.learning_rate=fast", "classify.training.learning_rate"),
-    ("classify.training.eval_strategy=sometimes", "classify.training"),
+    ("classify.training.bf16=maybe", "classify.training.bf16: must be bool, got 'maybe'"),
+    ("classify.training.learning_rate=-1", "classify.training.learning_rate: must be at least 0"),
+    ("run.seed=99999999999", "run.seed: must be between 0 and 2**32 - 1"),
     ("classify.training.output_dir=x", "classify.training.output_dir"),
     ("pretrain.block_size=many", "pretrain.block_size"),
     ("pretrain.bogus=1", "pretrain.bogus"),
@@ -127,6 +129,16 @@ def test_cli_validate_reports_one_line_and_exit_code(recipe_file, capsys):
     assert main(["validate", str(recipe_file), "--set", "classify.training.learning_rat=1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "learning_rat" in err[0]
+    assert "did you mean learning_rate?" in err[0]
+
+
+def test_what_only_training_arguments_can_check_fails_before_training(recipe_file, capsys):
+    """Enum values and rules between fields: the recipe loads, validate and run refuse it."""
+    assert load_recipe(recipe_file, ["classify.training.eval_strategy=sometimes"])
+    for command in (["validate", str(recipe_file), "--set"], ["run", str(recipe_file)]):
+        assert main([*command, "classify.training.eval_strategy=sometimes"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "classify.training: " in err[0] and "sometimes" in err[0], err
 
 
 def test_cli_run_rejects_bad_recipe_before_any_work(recipe_file, tmp_path, capsys):

@@ -2,6 +2,7 @@
 recorded labeled subset is what trains, one test subset for every arm and seed, the from-scratch
 baseline declared once), SetFit as an arm, and self-training."""
 
+import csv
 import dataclasses
 import importlib.util
 import json
@@ -328,8 +329,10 @@ def test_a_kept_ensemble_names_its_members_and_predict_averages_them(tmp_path, a
     def probabilities(model):
         output = tmp_path / f"{model.name}.csv"
         predict(model, str(Path(topic_data) / "test.jsonl"), output)
-        lines = [line.split(",") for line in output.read_text().splitlines()[1:]]
-        return np.array([[float(v) for v in line[3:-1]] for line in lines]), [line[1] for line in lines]
+        with open(output, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        classes = [k for k in rows[0] if k.startswith("p(")]
+        return np.array([[float(row[k]) for k in classes] for row in rows]), [row["label"] for row in rows]
 
     mean, labels = probabilities(folder)
     pretrained, scratch = probabilities(models / "pretrained-2-0")[0], probabilities(models / "scratch-2-0")[0]

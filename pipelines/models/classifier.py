@@ -20,16 +20,12 @@ from ..ulmfit import concat_pool, encode_bpt3c, reverse_tokens
 from .awd_lstm import AwdLstmConfig, AwdLstmModel
 
 
-# How a document's hidden states become one vector: concat ([last, max, mean], ULMFiT), last, mean.
-POOLINGS = ("concat", "last", "mean")
-
-
 class TransferClassifierConfig(PreTrainedConfig):
     model_type = "lm_transfer_classifier"
     sub_configs_defaults = {"backbone": SubConfigSpec(config_class=AutoConfig, model_type="awd_lstm")}
 
     backbone: dict | PreTrainedConfig | None = None
-    pooling: str = "concat"  # concat | last | mean
+    pooling: str = "concat"  # concat | last | mean (config.POOLINGS)
     # forward, or backward: each document read last token first (the body is a backward LM's).
     direction: str = "forward"
     head_hidden: int = 50

@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from ..cards import write_card, write_ensemble_card
 from ..ensemble import write_ensemble
 from ..data import stratified_indices
 from ..metrics import classification_metrics
+from ..outputs import remove_output
 from ..record import describe_hardware, provenance, write_record
 from .arms import Arm
 from .methods import CellMethod, Fitted
@@ -168,7 +168,7 @@ class CellRunner:
                                    "method saves a model")
             members.append({"arm": member.name, "folder": folder.name, "test_accuracy": row["member_accuracy"][member.name]})
         folder = self._folder(self.arm, per_class, seed)
-        shutil.rmtree(folder, ignore_errors=True)
+        remove_output(folder)
         write_ensemble(folder, members)
         resolved = copy.deepcopy(self.arm.recipe.resolved)
         resolved["run"].update(name=f"{resolved['run']['name']}-{folder.name}", seed=seed)
@@ -187,7 +187,7 @@ class CellRunner:
         `arm`: an ensemble's member trained in the ensemble's cell."""
         arm = arm or self.arm
         folder = self._folder(arm, per_class, seed)
-        shutil.rmtree(folder, ignore_errors=True)
+        remove_output(folder)
         model = fitted.save(folder)
         trained_by = fitted.arm or arm  # (a self-trained cell's student arm)
         resolved = copy.deepcopy(trained_by.recipe.resolved)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 
 from ..errors import RecipeError
+from ..outputs import remove_output
 
 if TYPE_CHECKING:
     from .arms import Arm
@@ -124,7 +124,7 @@ class FineTune(CellMethod):
         # (a dev split's per-epoch weights; the model is in memory once every process has loaded the best)
         self.state.wait_for_everyone()
         if self.state.is_main_process:
-            shutil.rmtree(work, ignore_errors=True)
+            remove_output(work)
 
         def predict_proba(batch: list[str]) -> np.ndarray:
             import torch
