@@ -15,6 +15,10 @@ CPU_THREADS ?= $(shell n=$$(( $$(nproc) / $(or $(PROCESSES),1) )); echo $$(( n >
 CHECK_FIRST = $(if $(filter-out 1,$(or $(PROCESSES),1)),$(BIN)/lm-transfer validate $(1) $(foreach a,$(ARGS),--set $(a)) >/dev/null &&)
 LAUNCH := $(BIN)/accelerate launch --config_file $(ACCELERATE_CONFIG) --num_cpu_threads_per_process $(CPU_THREADS) -m pipelines
 
+WARM_IMPORTS = import pipelines.runner, pipelines.sweep, pipelines.predict, pipelines.embed, pipelines.publish, \
+               pipelines.stages.lm, pipelines.stages.classify, pipelines.stages.tokenizer, pipelines.stages.embed, \
+               transformers; transformers.LlamaForCausalLM, transformers.Trainer, transformers.pipeline
+
 .PHONY: help setup demo test bench compare-architectures run pretrain finetune classify embed search label-efficiency predict publish validate clean
 
 help:
@@ -37,11 +41,14 @@ help:
 $(BIN)/lm-transfer: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	# The CPU build of torch comes first, so the package's torch requirement is already met.
-	# --no-compile: Python compiles what it imports on first use instead of pip compiling every
-	# module of every package (measured: install 25 s instead of 70 s on 2 cores).
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q --no-compile "torch==2.13.0" || $(BIN)/pip install -q --no-compile "torch>=2.4,<2.15"
 	$(BIN)/pip install -q --no-compile -e ".[demo,test]"
+	# Bytecode for what the commands import, written now, while site-packages is writable: where Python
+	# cannot write it later (PYTHONDONTWRITEBYTECODE=1, a read-only install) every command would
+	# recompile torch and transformers (measured: 17-20 CPU-s instead of 6-7 to import the package).
+	# This costs ~29 s on 2 cores; pip compiling every module of every package (no --no-compile), ~50 s.
+	$(BIN)/python -c "import sys; sys.dont_write_bytecode = False; $(WARM_IMPORTS)"
 	touch $@
 
 setup: $(BIN)/lm-transfer
