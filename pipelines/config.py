@@ -49,6 +49,8 @@ class DataConfig:
     unlabeled_splits: List[str] = field(default_factory=list)
     # Held-out fraction of the training text for LM perplexity when there is no validation split.
     validation_fraction: float = 0.05
+    # A Hub dataset's revision (a branch, tag or commit; None: main). Part of what a stage is built from.
+    revision: Optional[str] = None
     # Cap on the number of training texts (None: all) -- sizes a run to the hardware. Streamed: the first ones.
     max_texts: Optional[int] = None
     # Language-model stages read the text as a stream (`datasets` streaming): nothing is downloaded or
@@ -246,11 +248,16 @@ class LoadedRecipe:
         return out
 
     def stage_identity(self, name: str, folders: dict[str, dict] | None = None) -> dict:
-        """What `name` reads of its config, its own output folder left out and each model it loads
-        (init_from, model.tokenizer, model.checkpoint) given as `folders[path]` when it is one of
-        them (the fingerprint of the stage that builds it) and as the path otherwise."""
+        """What `name` reads of its config and its data's content (data_content.py), its own output
+        folder left out and each model it loads (init_from, model.tokenizer, model.checkpoint) given as
+        `folders[path]` when it is one of them (the fingerprint of the stage that builds it) and as the
+        path otherwise."""
+        from .data_content import data_content
+
         folders = self._run_stage_folders() if folders is None else folders
         section = {k: v for k, v in stage_reads(name, self.resolved[name]).items() if k != "output_dir"}
+        # (what the data holds, not only where it is: a file edited in place makes the stage stale)
+        section["data"] = {**section["data"], "content": data_content(self.resolved[name]["data"])}
         for key, path in model_references(section).items():
             value = folders.get(same_folder(path), path)
             if key == "init_from":

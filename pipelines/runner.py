@@ -15,10 +15,11 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from .cards import refresh_card, write_card
 from .config import LoadedRecipe
+from .data_content import changed_files, data_content
 from .errors import LmTransferError, RecipeError
 from .outputs import MARK, claim, hold_output_locks, remove_output
 from .preflight import check_inputs
-from .record import describe_hardware, is_current, provenance, read_metrics, write_record
+from .record import describe_hardware, is_current, provenance, read_metrics, read_provenance, write_record
 from .trainer import checkpoint_step
 
 
@@ -73,6 +74,9 @@ class StageContext:
     def _work_is_ours(self) -> bool:
         stamp = self.work_dir / "fingerprint"
         return stamp.exists() and stamp.read_text() == self.fingerprint
+
+    def data_content(self) -> dict:
+        return data_content(self.recipe.resolved[self.name]["data"])
 
     def earlier_seconds(self) -> float:
         """Wall time that interrupted runs of this stage (same config) spent before this one."""
@@ -136,9 +140,21 @@ def _run_stages(recipe: LoadedRecipe, state: PartialState, fingerprints: dict[st
                       flush=True)
             results[name] = read_metrics(ctx.output_dir)
             continue
-        say_on_main(state, f"[{name}] running -> {ctx.output_dir}")
+        say_on_main(state, f"[{name}] running -> {ctx.output_dir}{_why_again(ctx)}")
         results[name] = _run_stage(ctx)
     return results
+
+
+def _why_again(ctx: StageContext) -> str:
+    """Why a stage built before is built again (its data changed, or its config), for the line that says so."""
+    built = read_provenance(ctx.output_dir)
+    if built is None:
+        return ""
+    if built.get("config_fingerprint") == ctx.fingerprint:
+        return " (--force)"
+    if "data" in built and built["data"] != ctx.data_content():
+        return f" (its data changed since it was built: {', '.join(changed_files(built['data'], ctx.data_content()))})"
+    return " (its config, or a stage it builds on, changed since it was built)"
 
 
 def _run_stage(ctx: StageContext) -> dict:
@@ -160,7 +176,7 @@ def _run_stage(ctx: StageContext) -> dict:
     metrics["hardware"] = describe_hardware(state)
     # Provenance, and what tells a later run this folder is current (the folder holds nothing that
     # would not go to the Hub, so no separate stamp file).
-    metrics["lm_transfer"] = provenance(ctx.name, ctx.fingerprint, ctx.recipe.path)
+    metrics["lm_transfer"] = provenance(ctx.name, ctx.fingerprint, ctx.recipe.path, data=ctx.data_content())
     if state.is_main_process:
         write_record(ctx.partial_dir, metrics, ctx.recipe.resolved)
         if ctx.name in MODEL_STAGES:  # a model: its folder gets the card the Hub shows

