@@ -219,10 +219,12 @@ def classification_splits(data: DataConfig, examples_per_class: int | None, seed
     train, test = normalise(train, train_labels), normalise(test, test_labels)
     if examples_per_class is not None:
         counts = np.bincount(np.asarray(train["label"]), minlength=len(names))
-        short = [f"{names[i]} ({c})" for i, c in enumerate(counts) if c < examples_per_class]
+        short = [f"'{names[i]}' ({c})" for i, c in enumerate(counts) if c < examples_per_class]
         if short:
             raise DataError(f"examples_per_class={examples_per_class} but split '{data.train_split}' has fewer "
-                            f"examples of: {', '.join(short)}")
+                            f"examples of the class{'es' if len(short) > 1 else ''} {', '.join(short)} (column "
+                            f"'{data.label_column}'); set classify.examples_per_class to at most {counts.min()}, or "
+                            "add examples of those classes (or remove the classes from both splits)")
         train = train.select(stratified_indices(train["label"], examples_per_class, seed))
     if data.max_test_examples is not None and len(test) > data.max_test_examples:
         per_class = max(1, data.max_test_examples // len(names))

@@ -89,11 +89,26 @@ def _load_files(files: dict[str, str], data: DataConfig, key: str, **kwargs) -> 
         if suffix not in FORMATS:
             raise DataError(f"{key}: '{file}': unknown file type '{suffix}' (known: {', '.join(FORMATS)})")
         builders.add(FORMATS[suffix])
+        _check_has_rows(file, split, key, header=FORMATS[suffix] == "csv")
     if len(builders) > 1:
         raise DataError(f"{key}: the files mix formats ({', '.join(sorted(builders))}); give every split the same type")
     builder = builders.pop()
     extra = {"delimiter": "\t"} if all(f.lower().endswith(".tsv") for f in files.values()) else {}
     return _load(builder, data, data_files=files, **extra, **_encoding(data, builder), **kwargs)
+
+
+def _check_has_rows(file: str, split: str, key: str, header: bool) -> None:
+    """An empty file, or a CSV with its header alone, in words (datasets says "An error occurred while
+    generating the dataset" and 'Instruction "train" corresponds to no data!')."""
+    if Path(file).suffix.lower() == ".parquet":
+        return
+    with open(file, "rb") as handle:
+        lines = [line for line in (handle.readline() for _ in range(2)) if line.strip()]
+    if not lines:
+        raise DataError(f"{key}: {split}: '{file}' is empty; give a file with {'a header line and ' if header else ''}"
+                        "one text per row")
+    if header and len(lines) == 1:
+        raise DataError(f"{key}: {split}: '{file}' has a header line and no rows; give at least one text per row")
 
 
 def _load(source: str, data: DataConfig, **kwargs) -> DatasetDict:

@@ -79,8 +79,10 @@ def test_bad_data_fails_with_one_line_and_leaves_nothing(awd_run, capsys):
                  "classify.examples_per_class=1000"])
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1] == (f"error: {recipe}: classify: examples_per_class=1000 but split 'train' has fewer examples of: "
-                       "food (40), sport (40), tech (40)")
+    assert err[-1] == (f"error: {recipe}: classify: examples_per_class=1000 but split 'train' has fewer examples of "
+                       "the classes 'food' (40), 'sport' (40), 'tech' (40) (column 'label'); set "
+                       "classify.examples_per_class to at most 40, or add examples of those classes (or remove the "
+                       "classes from both splits)")
     # found before the first stage: nothing was trained or written
     assert not out.exists()
 

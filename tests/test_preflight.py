@@ -41,6 +41,10 @@ def workspace(tmp_path, topic_data, monkeypatch):
     (tmp_path / "not_a_model" / "notes.txt").write_text("hello")
     (tmp_path / "a_file").write_text("a file where a folder should be")
     (tmp_path / "local").mkdir()
+    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "header_only.csv").write_text("text,label\n")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.txt").write_text("years of work")
     return tmp_path, recipe, out
 
 
@@ -48,7 +52,9 @@ BAD_INPUTS = {
     "missing label column": (["data.label_column=sentiment"], "no label column 'sentiment'"),
     "no test split": (["data.path=train_only"], "has no split 'test' (it has: train); set data.test_fraction"),
     "fewer examples than asked": (["classify.examples_per_class=41"],
-                                  "examples_per_class=41 but split 'train' has fewer examples of: food (40)"),
+                                  "examples_per_class=41 but split 'train' has fewer examples of the classes 'food' (40), "
+                                  "'sport' (40), 'tech' (40) (column 'label'); set classify.examples_per_class to at "
+                                  "most 40"),
     "test label unseen in train": (["data.path=unseen"], "split 'test' has labels that split 'train' never shows: "
                                    "'music' (1)"),
     "init_from not a model": (["run.stages=[lm_finetune,classify]", "lm_finetune.init_from=not_a_model"],
@@ -75,6 +81,17 @@ BAD_INPUTS = {
     "test_fraction with a test split": (["data.test_fraction=0.2"], "already has a test split 'test'"),
     "output folder under a file": (["run.output_dir=a_file/run"], "would be inside"),
     "output folder is a file": (["classify.output_dir=a_file"], "classify.output_dir: 'a_file' is a file"),
+    "empty file": (["data.path=empty.csv", "data.test_fraction=0.25"], "'empty.csv' is empty; give a file with a header"),
+    "header without rows": (["data.path=header_only.csv", "data.test_fraction=0.25"],
+                            "'header_only.csv' has a header line and no rows"),
+    "output folder of the user's": (["lm_finetune.output_dir=mine"], "lm_finetune.output_dir: 'mine' exists and "
+                                                                     "lm-transfer did not write it"),
+    "output folder inside the data": (["data.path=train_only", "data.test_fraction=0.25",
+                                       "classify.output_dir=train_only/classifier"],
+                                      "lies inside the data folder 'train_only'"),
+    "output folder that cannot be created": (["classify.output_dir=/proc/lm-transfer"], "cannot create a folder in"),
+    "seed beyond numpy's": (["run.seed=99999999999"], "run.seed: must be between 0 and 2**32 - 1"),
+    "stages not a list": (["run.stages=tokenizer"], "run.stages: must be a list"),
     "negative learning rate": (["classify.training.learning_rate=-0.1"],
                                "classify.training.learning_rate: must be at least 0 (got -0.1)"),
     "negative seed": (["run.seed=-1"], "run.seed: must be between 0 and 2**32 - 1"),
