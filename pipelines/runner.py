@@ -4,6 +4,7 @@ stage's output atomically (a crashed stage leaves no output folder), print the s
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from .data_content import changed_files, data_content
 from .errors import LmTransferError, RecipeError
 from .outputs import MARK, claim, hold_output_locks, remove_output
 from .preflight import check_inputs
-from .record import describe_hardware, is_current, provenance, read_metrics, read_provenance, write_record
+from .record import describe_hardware, is_current, provenance, read_metrics, read_provenance, write_atomically, write_record
 from .trainer import checkpoint_step
 
 
@@ -88,7 +89,8 @@ class StageContext:
     def record_interrupted(self, seconds: float) -> None:
         """Keeps an interrupted run's wall time beside its checkpoints, for the stage's total."""
         if self.state.is_main_process and self._work_is_ours():
-            (self.work_dir / "elapsed_seconds").write_text(f"{seconds:.1f}")
+            with contextlib.suppress(OSError):  # (the folder may be going: the stage just finished)
+                write_atomically(self.work_dir / "elapsed_seconds", lambda temp: temp.write_text(f"{seconds:.1f}"))
 
 
 def _stage_module(name: str):
@@ -145,6 +147,16 @@ def _run_stages(recipe: LoadedRecipe, state: PartialState, fingerprints: dict[st
     return results
 
 
+KEEP_TIME_EVERY = 10.0  # seconds
+
+
+def _keep_time(ctx: StageContext, started: float, stop: threading.Event) -> None:
+    """Writes the stage's wall time so far beside its checkpoints every KEEP_TIME_EVERY seconds, so that
+    a run killed outright (SIGKILL, a lost machine) still counts in the resumed stage's total."""
+    while not stop.wait(KEEP_TIME_EVERY):
+        ctx.record_interrupted(time.time() - started)
+
+
 def _why_again(ctx: StageContext) -> str:
     """Why a stage built before is built again (its data changed, or its config), for the line that says so."""
     built = read_provenance(ctx.output_dir)
@@ -165,6 +177,9 @@ def _run_stage(ctx: StageContext) -> dict:
         claim(ctx.partial_dir)
     state.wait_for_everyone()
     started = time.time() - ctx.earlier_seconds()  # a resumed stage's time includes the runs before it
+    clock = threading.Event()
+    if state.is_main_process:  # (a run killed outright can say nothing at the end: its time is kept as it goes)
+        threading.Thread(target=_keep_time, args=(ctx, started, clock), daemon=True).start()
     try:
         metrics = _stage_module(ctx.name).run(ctx)
     except BaseException:
@@ -172,6 +187,8 @@ def _run_stage(ctx: StageContext) -> dict:
             remove_output(ctx.partial_dir)
         ctx.record_interrupted(time.time() - started)
         raise
+    finally:
+        clock.set()
     metrics["stage_wall_seconds"] = round(time.time() - started, 1)
     metrics["hardware"] = describe_hardware(state)
     # Provenance, and what tells a later run this folder is current (the folder holds nothing that

@@ -2,6 +2,9 @@
 resumes, ends where an uninterrupted run ends, and reports the whole stage's loss and wall time."""
 
 import json
+import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -51,3 +54,46 @@ def test_ctrl_c_keeps_the_checkpoint_and_the_next_run_resumes_it(tmp_path, topic
     assert resumed["train_loss"] == pytest.approx(straight["train_loss"], rel=1e-4)
     assert 1000 < resumed["stage_wall_seconds"] < 1000 + resumed_seconds
     assert not work.exists()
+
+
+KILLED_RUN = """
+import sys, time
+import pipelines.runner
+from pipelines.cli import main
+from pipelines.trainer import ULMFiTTrainer
+pipelines.runner.KEEP_TIME_EVERY = 0.2
+step = ULMFiTTrainer.training_step
+def slow_step(self, *args, **kwargs):
+    time.sleep(0.3)  # (time for the test to see a checkpoint and kill the run mid-stage)
+    return step(self, *args, **kwargs)
+ULMFiTTrainer.training_step = slow_step
+main(["run", sys.argv[1]])
+"""
+
+
+def test_a_killed_run_resumes_with_its_time_counted_and_one_eval_point_a_step(tmp_path, topic_data, capsys):
+    recipe = tiny_recipe(topic_data, tmp_path / "run")
+    recipe["run"]["stages"] = ["tokenizer", "pretrain"]
+    recipe["pretrain"]["training"].update(max_steps=40, save_strategy="steps", save_steps=4, logging_steps=1,
+                                          eval_strategy="steps", eval_steps=4)
+    path = write_recipe(tmp_path / "r.yaml", recipe)
+    work = tmp_path / "run" / "pretrain.work"
+    run = subprocess.Popen([sys.executable, "-c", KILLED_RUN, str(path)], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while not (list(work.glob("checkpoint-*")) and (work / "elapsed_seconds").exists()
+                   and float((work / "elapsed_seconds").read_text()) > 1.0):
+            assert run.poll() is None and time.time() < deadline, "the run ended before it could be killed"
+            time.sleep(0.2)
+    finally:
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+    killed_seconds = float((work / "elapsed_seconds").read_text())
+    started = time.time()
+    assert main(["run", str(path)]) == 0
+    assert "[pretrain] resuming from" in capsys.readouterr().out
+    metrics = json.loads((tmp_path / "run" / "pretrain" / "metrics.json").read_text())
+    assert killed_seconds < metrics["stage_wall_seconds"] < killed_seconds + time.time() - started + 1
+    steps = [point["step"] for point in metrics["eval_curve"]]
+    assert steps == sorted(set(steps)) and steps[-1] == 40

@@ -95,9 +95,10 @@ def run(ctx) -> dict:
         "train_loss": result.training_loss,
         "train_loss_curve": [round(h["loss"], 4) for h in trainer.state.log_history if "loss" in h],
         # Held-out perplexity against training time (eval_strategy steps or epoch), for comparing models by cost.
-        "eval_curve": [{"step": h["step"], "seconds": elapsed.at_step.get(h["step"]),
-                        "perplexity": round(math.exp(min(h["eval_loss"], 50)), 2)}
-                       for h in trainer.state.log_history if "eval_loss" in h],
+        # (one point a step: the evaluation after training repeats the last one's step, as a resumed run's does)
+        "eval_curve": list({h["step"]: {"step": h["step"], "seconds": elapsed.at_step.get(h["step"]),
+                                        "perplexity": round(math.exp(min(h["eval_loss"], 50)), 2)}
+                            for h in trainer.state.log_history if "eval_loss" in h}.values()),
         "train_blocks": len(blocks["train"]),
         "train_tokens": len(tokens["train"]),
         "carry_state": carry_state,
