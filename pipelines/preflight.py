@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -34,7 +35,53 @@ def check_inputs(recipe: LoadedRecipe, stages: list[str] | None = None, read: di
     read = {} if read is None else read
     for name in stages:
         check_stage_setup(recipe, name)
-    return [line for name in stages if (line := check_stage_data(recipe, name, read))]
+    lines = [line for name in stages if (line := check_stage_data(recipe, name, read))]
+    return lines + check_test_texts_unseen(recipe, stages)
+
+
+# A share of the test texts found in a language model's training text above which it is a leak (a file
+# that holds the test texts), not the duplicates real datasets have (BBC News: 32 of the demo's 443
+# carved test articles are also among its training articles; IMDb: 6 of 2,000 test reviews).
+LEAK_SHARE = 0.25
+
+
+def check_test_texts_unseen(recipe: LoadedRecipe, stages: list[str]) -> list[str]:
+    """Compares texts, not files: the classifier's test texts must not be in the text a tokenizer or
+    language-model stage trains on, whichever file or split it comes from (a copy of the data, a
+    file of unlabeled text that holds them). Above LEAK_SHARE it fails; a few (duplicates within a
+    dataset) are reported in one line."""
+    from .data import classification_splits, lm_text_splits
+
+    if recipe.config.classify is None or "classify" not in recipe.config.run.stages:
+        return []
+    trainers = [n for n in stages if isinstance(recipe.stage(n), (TokenizerStage, LMStage))
+                and not getattr(recipe.stage(n), "from_checkpoint", None) and not recipe.stage(n).data.streaming]
+    if not trainers:
+        return []
+    classify = recipe.config.classify
+    test = {_text_key(t) for t in classification_splits(classify.data, None, recipe.config.run.seed)[1]["text"]}
+    lines, seen = [], {}
+    for name in trainers:
+        data = recipe.stage(name).data
+        key = json.dumps(dataclasses.asdict(data), sort_keys=True)
+        if key not in seen:
+            train = lm_text_splits(data, recipe.config.run.seed)[0]
+            seen[key] = len(test & {_text_key(t) for t in train[train.column_names[0]]})
+        found = seen[key]
+        if found > LEAK_SHARE * len(test):
+            raise DataError(f"{recipe.path}: {name}.data: {found:,} of the classifier's {len(test):,} test texts "
+                            f"are in the text {name} trains on ({source_name(data)}): the classifier would be "
+                            "scored on text its model was trained on; remove them from that data, or test on "
+                            "other texts")
+        if found:
+            lines.append(f"[{name}] {found:,} of the classifier's {len(test):,} test texts also appear in its "
+                         "training text (duplicates within the data?)")
+    return list(dict.fromkeys(lines))
+
+
+def _text_key(text) -> bytes:
+    """A text as compared for leakage, whitespace and case aside (hashed: an LM corpus can be large)."""
+    return hashlib.blake2b(" ".join(str(text).split()).lower().encode(), digest_size=12).digest()
 
 
 def check_sweep_arms(plan, read: dict | None = None) -> list[str]:

@@ -41,6 +41,7 @@ def workspace(tmp_path, topic_data, monkeypatch):
     (tmp_path / "not_a_model" / "notes.txt").write_text("hello")
     (tmp_path / "a_file").write_text("a file where a folder should be")
     (tmp_path / "local").mkdir()
+    (tmp_path / "copy_of_test.jsonl").write_text((topic_data / "test.jsonl").read_text())
     (tmp_path / "empty.csv").write_text("")
     (tmp_path / "header_only.csv").write_text("text,label\n")
     (tmp_path / "mine").mkdir()
@@ -76,6 +77,9 @@ BAD_INPUTS = {
         ["data.path=null", "data.files={train: train_only/train.jsonl, test: ./unseen/../train_only/train.jsonl}",
          "lm_finetune.data={path: train_only/train.jsonl}"],
         "classify.data.test_split: 'test' is text tokenizer trains on"),
+    "test texts in another file an LM stage trains on": (
+        ["lm_finetune.data={path: copy_of_test.jsonl}"],
+        "of the classifier's 45 test texts are in the text lm_finetune trains on (copy_of_test.jsonl)"),
     "non-text text column": (["data.path=numbers.csv", "data.test_fraction=0.25", "data.text_column=label"],
                              "column 'label' holds int64, not text; set data.text_column"),
     "test_fraction with a test split": (["data.test_fraction=0.2"], "already has a test split 'test'"),
@@ -160,9 +164,9 @@ def test_a_hub_model_id_offline_is_one_line(workspace, capsys, monkeypatch):
 
 
 def test_data_keys_only_the_classifier_reads_leave_the_language_model_stages_current(tmp_path, topic_data, capsys):
-    rows = [json.loads(line) for line in (topic_data / "train.jsonl").read_text().splitlines()]
     (tmp_path / "data").mkdir()
     for split in ("train", "test"):
+        rows = [json.loads(line) for line in (topic_data / f"{split}.jsonl").read_text().splitlines()]
         lines = [json.dumps({**r, "coarse": "sport" if r["label"] == "sport" else "other"})
                  for r in (rows if split == "train" else rows[:30])]
         (tmp_path / "data" / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
@@ -232,3 +236,15 @@ def test_a_recipe_with_data_files_alone_runs_end_to_end(tmp_path, topic_data):
     assert main(["run", str(write_recipe(tmp_path / "r.yaml", recipe))]) == 0
     card = (tmp_path / "run" / "classifier" / "README.md").read_text()
     assert "Labeled data: `train.jsonl, test.jsonl`" in card
+
+
+def test_a_few_test_texts_in_the_lm_text_are_reported_not_refused(tmp_path, topic_data, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    test = (topic_data / "test.jsonl").read_text()
+    (data / "test.jsonl").write_text(test)
+    (data / "train.jsonl").write_text((topic_data / "train.jsonl").read_text() + test.splitlines()[0] + "\n")
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(data, tmp_path / "run"))
+    assert main(["validate", str(recipe)]) == 0
+    out = capsys.readouterr().out
+    assert "[tokenizer] 1 of the classifier's 45 test texts also appear in its training text" in out
