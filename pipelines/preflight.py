@@ -91,6 +91,8 @@ def check_sweep_arms(plan, read: dict | None = None) -> list[str]:
     read = {} if read is None else read
     lines = []
     for arm in plan.arms_with_students:
+        if arm.members:  # (an ensemble trains nothing: its members, checked as arms, do)
+            continue
         stages = arm.recipe.config.run.stages
         for name in [*stages, *(["classify"] if arm.method.uses_model else [])]:
             check_stage_setup(arm.recipe, name)

@@ -289,3 +289,13 @@ def test_a_damaged_results_line_is_named(tmp_path):
     path.write_text(path.read_text() + "not json\n")
     with pytest.raises(DataError, match="r.jsonl: line 2 is not a JSON cell"):
         read_results(path)
+
+
+def test_validate_takes_an_ensemble_whose_members_the_sweep_builds(tmp_path, topic_data, capsys):
+    from pipelines.cli import main
+
+    recipe = write_recipe(tmp_path / "sweep.yaml", sweep_recipe(topic_data, tmp_path / "run", arms=[
+        "ulmfit", "ulmfit_bwd", "ulmfit_bi"], reference="ulmfit", also_against=[]))
+    assert main(["validate", str(recipe)]) == 0, capsys.readouterr().err
+    assert "sweep: ulmfit, ulmfit_bwd, ulmfit_bi" in capsys.readouterr().out
+    assert not (tmp_path / "run").exists()
