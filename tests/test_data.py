@@ -60,7 +60,8 @@ def test_string_labels_get_sorted_class_ids(small_dataset):
 
 
 def test_fewer_examples_per_class_than_asked(small_dataset):
-    with pytest.raises(DataError, match=r"examples_per_class=2 .* fewer examples of: c \(1\)"):
+    with pytest.raises(DataError, match=r"examples_per_class=2 .* fewer examples of the class 'c' \(1\) .*"
+                                        r"set classify.examples_per_class to at most 1"):
         classification_splits(DataConfig(path=str(small_dataset)), 2, seed=0)
 
 
