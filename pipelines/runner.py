@@ -175,6 +175,7 @@ def _run_stage(ctx: StageContext) -> dict:
     if state.is_main_process:
         remove_output(ctx.partial_dir)
         claim(ctx.partial_dir)
+        claim(ctx.work_dir)  # (a stage may cache its tokens there before it looks for a checkpoint)
     state.wait_for_everyone()
     started = time.time() - ctx.earlier_seconds()  # a resumed stage's time includes the runs before it
     clock = threading.Event()

@@ -97,3 +97,17 @@ def test_a_killed_run_resumes_with_its_time_counted_and_one_eval_point_a_step(tm
     assert killed_seconds < metrics["stage_wall_seconds"] < killed_seconds + time.time() - started + 1
     steps = [point["step"] for point in metrics["eval_curve"]]
     assert steps == sorted(set(steps)) and steps[-1] == 40
+
+
+def test_a_stage_that_caches_its_tokens_in_its_work_folder_runs(tmp_path, topic_data, monkeypatch):
+    """Data held in memory (the packaged corpus) has its token files cached in <output_dir>.work."""
+    from pathlib import Path
+
+    import pipelines.stages.lm
+
+    monkeypatch.setattr(pipelines.stages.lm, "token_cache", lambda texts, work_dir: Path(work_dir) / "tokens")
+    recipe = tiny_recipe(topic_data, tmp_path / "run")
+    recipe["run"]["stages"] = ["tokenizer", "pretrain"]
+    recipe["pretrain"]["training"].update(max_steps=2)
+    assert main(["run", str(write_recipe(tmp_path / "r.yaml", recipe))]) == 0
+    assert (tmp_path / "run" / "pretrain" / "model.safetensors").exists()
