@@ -153,7 +153,8 @@ def render_card(folder: Path, stage: str, recipe_path: str, resolved: dict, metr
         for metric, name, value, args in results
     ]
     tags = list(dict.fromkeys(["ulmfit", "lm-transfer", *([pipeline_tag] if classifier else []), backbone,
-                               *card_section.get("tags", [])]))
+                               *card_section.get("tags", []),
+                               *(card_section.get("classifier_tags", []) if classifier else [])]))
     model_name = f"{resolved['run']['name']}-{stage.replace('_', '-')}"
     earlier = earlier_stages(stage, resolved)
     # The Hub's `datasets`: everything the weights were trained on, through the earlier stages too.
@@ -174,7 +175,8 @@ def render_card(folder: Path, stage: str, recipe_path: str, resolved: dict, metr
         masked=masked, training=training, stage_yaml=yaml.safe_dump({stage: _used(section)}, sort_keys=False).rstrip(),
         wall_time=format_duration(wall) if (wall := metrics.get("stage_wall_seconds")) else None,
         hardware=metrics.get("hardware"),
-        label_efficiency=label_efficiency, earlier_stages=earlier,
+        label_efficiency=label_efficiency, earlier_stages=earlier, dataset_link=dataset,
+        frameworks=metrics.get("lm_transfer", {}).get("frameworks"),
         citations=[entry.strip() for entry in card_section.get("citations", [])])
     # What ModelCard.from_template does, through an environment that lets the templates include
     # their shared parts (model_cards/_*.md).

@@ -68,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     embed.add_argument("--text-column", default="text")
     embed.add_argument("--label-column", default="label", help="kept with the vectors when present")
     embed.add_argument("--encoding", default="utf-8", help="of a CSV, JSON Lines or text file")
+    embed.add_argument("--normalize", action="store_true", help="unit-length vectors (a dot product is the cosine)")
     embed.add_argument("--batch-size", type=int, default=32)
     search = commands.add_parser("search", help="the nearest texts of `lm-transfer embed`'s output to each query")
     search.add_argument("index", help="the folder `lm-transfer embed` wrote")
@@ -154,7 +155,7 @@ def _embed(args) -> int:
     data = DataConfig(path=args.data, text_column=args.text_column, label_column=args.label_column or None,
                       encoding=args.encoding)
     meta = embed(args.folder, data, args.output, split=args.split, pooling=args.pooling, max_length=args.max_length,
-                 batch_size=args.batch_size, max_examples=args.max_examples)
+                 batch_size=args.batch_size, max_examples=args.max_examples, normalize=args.normalize)
     print(f"embedded {meta['texts']:,} texts ({meta['read']}) with {args.folder}: {meta['dim']}-dim vectors "
           f"({meta['pooling']} pooling), {meta['texts_per_second']:.0f} texts/s -> {args.output}")
     return 0

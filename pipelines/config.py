@@ -171,6 +171,8 @@ class EmbedStage:
     batch_size: int = 32
     # Embed a seeded sample of this many texts (stratified by label); None: the whole split.
     max_examples: Optional[int] = None
+    # Unit-length vectors (a dot product is then the cosine).
+    normalize: bool = False
 
     def split_to_read(self) -> Optional[str]:
         """`split`, else data.test_split (None: the data's only split), as the stage and its check read it."""
@@ -186,14 +188,17 @@ class CardSection:
     license: Optional[str] = None
     language: List[str] = field(default_factory=lambda: ["en"])
     tags: List[str] = field(default_factory=list)  # added to ulmfit, lm-transfer and the backbone
+    # Tags for the classifier's card only (its task, e.g. topic-classification): not a language model's.
+    classifier_tags: List[str] = field(default_factory=list)
     # BibTeX entries of the datasets (and anything else to credit), cited after ULMFiT (and AWD-LSTM).
     citations: List[str] = field(default_factory=list)
     # Local data paths that are copies of Hub datasets, e.g. {../shared/data/imdb: stanfordnlp/imdb}:
     # the card's datasets and model-index name the Hub dataset instead of the local path.
     hub_datasets: Dict[str, str] = field(default_factory=dict)
     # The pip requirement that installs the lm-transfer that trained the model, for the cards of models
-    # whose code is lm-transfer's, e.g. "lm-transfer @ git+https://github.com/you/lm-transfer@v0.1.0".
-    # None: the card says to install it from a checkout of its source (it is not on PyPI).
+    # whose code is lm-transfer's, e.g. "lm-transfer @ git+https://github.com/you/lm-transfer@v0.1.0"
+    # (the shipped recipes carry that template: put your repository in it). None: the card gives the
+    # template for the reader to fill (lm-transfer is not on PyPI).
     install: Optional[str] = None
 
 

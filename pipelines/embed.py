@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,7 +116,8 @@ def model_identity(folder: str) -> str | None:
 
 def embed(model_path: str, data: DataConfig, output: str | Path, split: str | None = None,
           pooling: str | None = None, max_length: int | None = None, bptt: int | None = None, batch_size: int = 32,
-          max_examples: int | None = None, seed: int = 0, bf16: bool = False, choose: str = "--split") -> dict:
+          max_examples: int | None = None, seed: int = 0, bf16: bool = False, choose: str = "--split",
+          normalize: bool = False) -> dict:
     """Writes OUTPUT's two files; returns embed.json's content. Empty texts are left out; `row` is
     each vector's row in the split, so vectors line up with the data they came from."""
     if batch_size < 1 or (max_examples is not None and max_examples < 1):
@@ -127,11 +129,11 @@ def embed(model_path: str, data: DataConfig, output: str | Path, split: str | No
     check_output_folder(f"--output {output}", str(output), local_data)
     with hold_output_locks([output]):
         return _embed(model_path, data, output, split, pooling, max_length, bptt, batch_size, max_examples, seed, bf16,
-                      choose)
+                      choose, normalize)
 
 
 def _embed(model_path, data, output, split, pooling, max_length, bptt, batch_size, max_examples, seed, bf16,
-           choose) -> dict:
+           choose, normalize) -> dict:
     from datasets import Dataset
 
     from .data import balanced_indices, label_names_of, read_split
@@ -148,11 +150,16 @@ def _embed(model_path, data, output, split, pooling, max_length, bptt, batch_siz
                                                  max_examples, seed)]
     started = time.time()
     vectors = encoder.encode([texts[i] for i in rows], batch_size=batch_size)
+    if normalize:  # (unit length: a dot product is the cosine, as sentence-transformers' normalize_embeddings)
+        vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     seconds = time.time() - started
     columns = {"row": rows, "text": [texts[i] for i in rows], "embedding": list(vectors)}
     if labels is not None:
         columns["label"] = [labels[i] for i in rows]
-    meta = {**encoder.describe(), "data": data.path, "read": read, "texts": len(rows), "dim": int(vectors.shape[1]),
+    # Local paths relative to the index folder: it holds no absolute path of this machine, and moves
+    # (or is published) with the model beside it.
+    meta = {**encoder.describe(), "model": portable_path(encoder.source, output), "normalized": normalize,
+            "data": portable_path(data.path, output), "read": read, "texts": len(rows), "dim": int(vectors.shape[1]),
             "seconds": round(seconds, 1), "texts_per_second": round(len(rows) / max(seconds, 1e-9), 1)}
     claim(output)
     temp = output / f".{EMBEDDINGS_FILE}.partial"
@@ -160,6 +167,13 @@ def _embed(model_path, data, output, split, pooling, max_length, bptt, batch_siz
     temp.replace(output / EMBEDDINGS_FILE)
     (output / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     return meta
+
+
+def portable_path(path: str | None, index: Path) -> str | None:
+    """A local file or folder as a path relative to the index folder; anything else (a Hub id) as it is."""
+    if path is None or not Path(path).expanduser().exists():
+        return path
+    return os.path.relpath(Path(path).expanduser().resolve(), Path(index).resolve())
 
 
 def load_embeddings(folder: str | Path):
@@ -181,6 +195,9 @@ class SearchIndex:
         from sklearn.neighbors import NearestNeighbors
 
         self.data, self.meta = load_embeddings(folder)
+        model = Path(folder) / self.meta["model"]  # (relative to the index; older indexes hold absolute paths)
+        if not os.path.isabs(self.meta["model"]) and model.exists():
+            self.meta = {**self.meta, "model": str(model)}
         self.vectors = np.asarray(self.data["embedding"], dtype=np.float32)
         self.index = NearestNeighbors(metric="cosine", algorithm="brute").fit(self.vectors)
         self._encoder = None
@@ -202,7 +219,8 @@ class SearchIndex:
         if k < 1:
             raise EmbedError(f"k={k}: must be at least 1")
         k = min(k, len(self.vectors))
-        distances, indices = self.index.kneighbors(self.encoder().encode(queries, progress=False), n_neighbors=k)
+        vectors = self.encoder().encode(queries, progress=False)  # (cosine: unit length or not, the same)
+        distances, indices = self.index.kneighbors(vectors, n_neighbors=k)
         labels = self.data["label"] if "label" in self.data.column_names else None
         return [[{"score": 1.0 - float(d), "row": self.data[int(i)]["row"], "text": self.data[int(i)]["text"],
                   "label": labels[int(i)] if labels else None} for d, i in zip(ds, ix)]

@@ -73,6 +73,8 @@ _TOKEN = re.compile(rb"(?<![A-Za-z0-9])(?:hf_|api_org_)[A-Za-z0-9]{30,}"
                     rb"|(?<![A-Za-z0-9-])sk-(?:[A-Za-z0-9_-]{3,}-)?[A-Za-z0-9_-]{32,}"
                     rb"|(?<![A-Z0-9])AKIA[0-9A-Z]{16}(?![A-Z0-9])|xox[abprs]-[A-Za-z0-9-]{10,}"
                     rb"|AIza[0-9A-Za-z_-]{35}|-----BEGIN [A-Z ]*PRIVATE KEY-----", re.IGNORECASE)
+# The placeholder of the shipped recipes' card.install, which a published card must not carry.
+_INSTALL_TEMPLATE = "git+https://github.com/YOUR-NAME/"
 # Files lm-transfer keeps for itself in an output folder; they mean nothing on the Hub.
 _NOT_SENT = {".lm-transfer"}
 
@@ -129,12 +131,20 @@ def publish(folder: str | Path, repo_id: str, private: bool = False, dry_run: bo
         uploads.update(_modeling_code(uploads, mapping))
     _refuse_tokens(folder, uploads)
     where = f"{repo_id}{f' (branch {revision})' if revision else ''}"
+    template = _INSTALL_TEMPLATE in str(card)
+    if template and not dry_run:
+        raise PublishError(f"{folder / CARD}: its install line is still the recipe's template ({_INSTALL_TEMPLATE}...): "
+                           "put your lm-transfer repository in the recipe's card.install and run the recipe again "
+                           "(it re-renders the card, training nothing), or remove card.install")
     if dry_run:
         sizes = {name: (folder / name).stat().st_size if text is None else len(text) for name, text in uploads.items()}
         lines = [f"would upload to {where}, {'private' if private else 'public'}, "
                  f"{len(uploads)} files, {sum(sizes.values()):,} bytes:"]
         lines += [f"  {name}  {size:,} bytes" for name, size in sizes.items()]
         lines += ["card metadata:", yaml.safe_dump(card.data.to_dict(), sort_keys=False).rstrip()]
+        if template:
+            lines.append(f"note: the card's install line is the recipe's template ({_INSTALL_TEMPLATE}...): "
+                         "publishing refuses it until card.install names your repository")
         return "\n".join(lines)
     if is_offline_mode():
         raise PublishError("offline mode (HF_HUB_OFFLINE=1): publishing needs the Hub; unset it (or use --dry-run)")

@@ -24,7 +24,22 @@ def provenance(stage: str, fingerprint: str, recipe_path: str, **extra) -> dict:
     """The block under metrics.json's `lm_transfer` key: what built the folder. `fingerprint` is the
     stage's config fingerprint (`LoadedRecipe.fingerprints`): the folder is current for a config with
     the same one."""
-    return {"stage": stage, "config_fingerprint": fingerprint, "recipe": recipe_path, "version": __version__, **extra}
+    return {"stage": stage, "config_fingerprint": fingerprint, "recipe": recipe_path, "version": __version__,
+            "frameworks": framework_versions(), **extra}
+
+
+def framework_versions() -> dict[str, str]:
+    """The versions of what trained a model (its card's Framework versions)."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": platform.python_version()}
+    for name in ("lm-transfer", "torch", "transformers", "tokenizers", "accelerate", "datasets", "peft"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return found
 
 
 def write_record(folder: Path, metrics: dict, resolved: dict) -> None:

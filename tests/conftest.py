@@ -97,7 +97,7 @@ def awd_run(tmp_path_factory, topic_data):
 
     root = tmp_path_factory.mktemp("awd")
     recipe = tiny_recipe(topic_data, root / "run")
-    recipe["card"] = {"license": "mit", "tags": ["topics"],
+    recipe["card"] = {"license": "mit", "tags": ["topics"], "classifier_tags": ["topic-classification"],
                       "citations": ["@misc{topic-texts,\n  title = {Topic texts for tests}\n}"]}
     recipe = write_recipe(root / "recipe.yaml", recipe)
     assert main(["run", str(recipe)]) == 0

@@ -8,6 +8,7 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+import transformers
 import yaml
 from huggingface_hub import ModelCard
 from conftest import tiny_recipe, write_recipe
@@ -31,6 +32,7 @@ def test_card_metadata_reads_back_and_model_index_equals_metrics(awd_run, stage)
     assert {"ulmfit", "lm-transfer", "awd_lstm", "topics"} <= set(data.tags)
     assert data.base_model is None and data.datasets is None  # local folders are not Hub ids
     scores = {r.metric_type: r.metric_value for r in data.eval_results}
+    assert ("topic-classification" in data.tags) == (stage == "classifier")  # card.classifier_tags
     if stage == "classifier":
         assert data.pipeline_tag == "text-classification" and "text-classification" in data.tags
         assert scores == {"accuracy": metrics["test_accuracy"], "f1": metrics["test_f1_macro"]}
@@ -57,7 +59,13 @@ def test_classifier_card_sections_are_filled_from_the_run(awd_run):
         r"^\| learning_rate \| [\d.e-]+ \|$",
         rf"^\| Accuracy \| {100 * metrics['test_accuracy']:.1f} % \|",
         rf"^\| Macro-F1 \| {100 * metrics['test_f1_macro']:.1f} % \|",
-        r"^## Intended use and limitations$",
+        r"^### Model sources$",
+        r"^- \*\*Code:\*\* lm-transfer 0\.1\.0; the model's resolved recipe is `recipe.yaml` beside the weights\.$",
+        r"^## Uses$", r"^\*\*Out of scope:\*\* ", r"^## Bias, risks, and limitations$",
+        r"^### Training data$", r"^### Preprocessing$", r"^### Training hyper-parameters$",
+        r"^cut to its first 64 tokens; the body reads it in chunks of",
+        r"^## Framework versions$", rf"^\| transformers \| {re.escape(transformers.__version__)} \|$",
+        r'^pip install "torch>=2\.4" "transformers>=5,<6" "lm-transfer @ git\+https://github\.com/OWNER/lm-transfer@v0\.1\.0"$',
         r"^import pipelines  # noqa: F401",
         rf'^model = AutoModelForSequenceClassification\.from_pretrained\("{re.escape(str(folder))}"\)$',
         r"^  title = \{Universal Language Model Fine-tuning for Text Classification\},$",
@@ -140,7 +148,8 @@ def test_a_card_section_changed_after_training_reaches_the_card_without_retraini
 
 def _sweep_tables(folder):
     text = (folder / "README.md").read_text()
-    return text[text.index("### Label efficiency"):text.index("## Intended use")]
+    start = text.index("### Label efficiency")
+    return text[start:text.index("\n## ", start)]
 
 
 def test_datasets_metadata_names_the_hub_datasets_of_every_stage_the_model_was_built_on(awd_run, tmp_path):
@@ -236,9 +245,9 @@ def test_a_card_whose_model_needs_lm_transfer_warns_at_the_top_how_to_install_it
         assert f'Install it with `pip install "{install}"`.' in notice
         assert "not on PyPI" not in text
     else:
-        assert ("lm-transfer 0.1.0 is not on PyPI: install it from its source repository (`pip install .` in a "
-                "checkout of lm-transfer 0.1.0).") in notice
-        assert "pip install \"" not in text
+        assert ("lm-transfer 0.1.0 is not on PyPI: install it from its source repository, `pip install "
+                "\"lm-transfer @ git+https://github.com/OWNER/lm-transfer@v0.1.0\"` with OWNER the repository's (or "
+                "`pip install .` in a checkout of it).") in notice
     assert notice.endswith("The PyPI package named `pipelines` is unrelated to lm-transfer (whose import name is "
                            "`pipelines`): do not `pip install pipelines`.")
     _never_pip_install_pipelines(text)
@@ -259,9 +268,10 @@ def test_a_transformer_language_models_card_has_no_warning(awd_run, tmp_path):
     text = _render(folder, "pretrain", {"install": INSTALL})
     assert re.search(r"^# [\w-]+-pretrain\n\nA causal language model \(llama\)", text, flags=re.MULTILINE)
     assert _notice(text) is None
-    for absent in ("code-notice", "[!WARNING]", "not part of transformers", "pip install", "import pipelines",
+    for absent in ("code-notice", "[!WARNING]", "not part of transformers", "lm-transfer @", "import pipelines",
                    "trust_remote_code"):
         assert absent not in text, absent
+    assert '\npip install "torch>=2.4" "transformers>=5,<6"\n' in text  # what a loader needs, and no more
     assert "model = AutoModelForCausalLM.from_pretrained(" in text
 
 
@@ -299,3 +309,28 @@ def test_pyproject_lists_every_package():
     folders = {".".join(path.relative_to(ROOT).parts) for path in [ROOT / "pipelines", *(ROOT / "pipelines").rglob("*")]
                if path.is_dir() and path.name != "__pycache__" and any(p.is_file() for p in path.iterdir())}
     assert folders | {"pipelines.model_cards"} == set(setuptools["packages"])
+
+
+def test_the_hyperparameter_table_says_what_the_run_trained_in(awd_run):
+    """bf16 asked for on a CPU without it trains in fp32: the card says both, not 'bf16 True ... in fp32'."""
+    import yaml as pyyaml
+
+    from pipelines.record import read_metrics
+
+    folder = awd_run[0] / "run" / "classifier"
+    resolved = pyyaml.safe_load((folder / "recipe.yaml").read_text())
+    resolved["classify"]["training"]["bf16"] = True
+    metrics = {**read_metrics(folder), "precision": "fp32"}
+    text = render_card(folder, "classify", "recipe.yaml", resolved, metrics).text
+    assert "| bf16 | True (asked for; trained in fp32: this CPU has no native bf16) |" in text
+    assert "in fp32." in text
+    metrics["precision"] = "bf16 autocast"
+    assert "| bf16 | True |" in render_card(folder, "classify", "recipe.yaml", resolved, metrics).text
+
+
+def test_the_language_model_card_has_the_hub_sections(awd_run):
+    text = (awd_run[0] / "run" / "lm_finetune" / "README.md").read_text()
+    for heading in ("### Model sources", "## Uses", "## Bias, risks, and limitations", "### Training data",
+                    "### Preprocessing", "### Training hyper-parameters", "## Framework versions", "## How to load"):
+        assert f"\n{heading}\n" in text, heading
+    assert "read as contiguous\nstreams whose state is carried" in text  # the AWD-LSTM's truncated BPTT

@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -211,3 +212,25 @@ def test_recipe_embed_stage_is_checked(tmp_path, awd_run, change, message, capsy
 def test_an_unknown_pooling_is_refused():
     with pytest.raises(EmbedError, match="pooling 'max'"):
         load_encoder("unused", pooling="max")
+
+
+def test_an_index_holds_no_absolute_path_and_moves_with_its_model(tmp_path, awd_run, topic_data, capsys):
+    """embed.json names the model and data relative to the index, so index and model move (or are
+    published) together; --normalize writes unit vectors."""
+    import shutil
+
+    home = tmp_path / "project"
+    shutil.copytree(awd_run[0] / "run" / "classifier", home / "classifier")
+    out = home / "vectors"
+    assert main(["embed", str(home / "classifier"), "--data", str(topic_data), "--output", str(out),
+                 "--max-length", "32", "--normalize"]) == 0
+    meta = (out / "embed.json").read_text()
+    assert str(tmp_path) not in meta and json.loads(meta)["model"] == "../classifier"
+    assert json.loads(meta)["normalized"] is True
+    vectors = np.asarray(load_embeddings(out)[0]["embedding"])
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    moved = shutil.move(str(home), str(tmp_path / "elsewhere"))
+    capsys.readouterr()
+    query = _test_split(topic_data)[2]["text"]
+    assert main(["search", str(Path(moved) / "vectors"), query, "-k", "1"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].lstrip().startswith("1.000  row 2 [")

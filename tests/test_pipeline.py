@@ -99,6 +99,10 @@ def test_transformer_backbone_with_lora_and_scratch_baseline(tmp_path, topic_dat
     assert not any("lora" in n for n, _ in model.named_parameters())  # merged before saving
     assert result["parameters"] == sum(p.numel() for p in model.parameters())  # the card's count is the saved model's
     assert type(model.backbone).__name__ == "LlamaModel"
+    # the LM's tokenizer stops where it was trained (32-token blocks); an AWD-LSTM read its text as a stream
+    from transformers import AutoTokenizer
+
+    assert AutoTokenizer.from_pretrained(tmp_path / "run" / "pretrain").model_max_length == 32
     # the cards of a transformer run: a plain transformers LM, the classifier beside its baseline
     lm_card = ModelCard.load(tmp_path / "run" / "pretrain" / "README.md")
     assert lm_card.data.pipeline_tag == "text-generation" and "llama" in lm_card.data.tags
@@ -239,3 +243,11 @@ def test_a_backward_language_model_gives_a_backward_classifier(tmp_path, topic_d
     assert main(["run", str(write_recipe(tmp_path / "f.yaml", recipe))]) == 2
     for folder in ("pretrain", "classifier"):
         assert "backward" in (run / folder / "README.md").read_text()  # the cards say which way it reads
+
+
+def test_an_lm_tokenizer_keeps_the_length_its_model_was_trained_on():
+    from pipelines.stages.lm import UNBOUNDED, trained_length
+
+    assert trained_length(UNBOUNDED, 128, carry_state=False) == 128  # a model from scratch on 128-token blocks
+    assert trained_length(512, 128, carry_state=False) == 512  # a checkpoint pre-trained on longer text
+    assert trained_length(UNBOUNDED, 70, carry_state=True) == UNBOUNDED  # truncated BPTT over a stream

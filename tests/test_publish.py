@@ -421,3 +421,20 @@ def test_with_code_is_refused_for_a_language_model_transformers_has(run_copy, hu
     assert capsys.readouterr().err.strip() == (f"error: --with-code: {folder} is a llama model, which transformers "
                                                "loads without lm-transfer's code; publish it without --with-code")
     assert hub.requests == []
+
+
+def test_a_card_still_holding_the_recipes_install_template_is_not_published(run_copy, hub, capsys):
+    from pipelines.cards import refresh_card
+
+    folder = run_copy / "classifier"
+    template = "lm-transfer @ git+https://github.com/YOUR-NAME/lm-transfer@v0.1.0"
+    assert refresh_card(folder, {"license": "mit", "install": template})
+    assert main(["publish", str(folder), "--repo-id", "someone/x", "--dry-run"]) == 0
+    assert "note: the card's install line is the recipe's template" in capsys.readouterr().out
+    assert main(["publish", str(folder), "--repo-id", "someone/x"]) == 2
+    assert "put your lm-transfer repository in the recipe's card.install" in capsys.readouterr().err
+    assert hub.repos == {}
+    refresh_card(folder, {"license": "mit", "install": template.replace("YOUR-NAME", "alice")})
+    assert main(["publish", str(folder), "--repo-id", "someone/x"]) == 0
+    assert 'pip install "torch>=2.4" "transformers>=5,<6" "lm-transfer @ git+https://github.com/alice/' in \
+        hub.repos["someone/x"]["files"]["README.md"].decode()

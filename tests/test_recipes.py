@@ -24,8 +24,10 @@ def test_every_recipe_validates(path, shipped_recipes_without_data):
     for name in recipe.config.run.stages:
         stage = recipe.stage(name)
         assert stage.output_dir.startswith(recipe.config.run.output_dir)
-    # every model a shipped recipe trains can be published: a license and its data's citations
+    # every model a shipped recipe trains can be published: a license and its data's citations, and the
+    # install line of its cards (a template naming YOUR-NAME, which publish refuses until it is edited)
     assert recipe.config.card.license and recipe.config.card.citations
+    assert recipe.config.card.install.startswith("lm-transfer @ git+https://github.com/YOUR-NAME/lm-transfer@v")
 
 
 def test_imdb_ulmfit_recipe_has_the_papers_hyperparameters(shipped_recipes_without_data):

@@ -12,6 +12,6 @@ def run(ctx) -> dict:
         return {}  # one process embeds and writes; the runner holds the others
     meta = embed(cfg.init_from, cfg.data, ctx.partial_dir, split=cfg.split_to_read(), pooling=cfg.pooling,
                  max_length=cfg.max_length, bptt=cfg.bptt, batch_size=cfg.batch_size, max_examples=cfg.max_examples,
-                 seed=ctx.seed, choose=f"{ctx.recipe.path}: {ctx.name}.split")
+                 seed=ctx.seed, choose=f"{ctx.recipe.path}: {ctx.name}.split", normalize=cfg.normalize)
     return {"embedded_texts": meta["texts"], "dim": meta["dim"], "pooling": meta["pooling"],
             "texts_per_second": meta["texts_per_second"]}

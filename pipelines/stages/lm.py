@@ -80,6 +80,7 @@ def run(ctx) -> dict:
     # 6. save what goes to the Hub: weights, config, tokenizer (not Trainer's training_args.bin)
     if ctx.state.is_main_process:
         trainer.model.save_pretrained(ctx.partial_dir)
+        tokenizer.model_max_length = trained_length(tokenizer.model_max_length, cfg.block_size, carry_state)
         tokenizer.save_pretrained(ctx.partial_dir)
     tokens_per_block = len(tokens["train"]) / len(blocks["train"])
     steps_run = trainer.state.global_step - (checkpoint_step(resume) if resume else 0)  # (a resumed run: its own)
@@ -109,6 +110,19 @@ def run(ctx) -> dict:
         "train_tokens_per_second": trained_tokens / max(trained_seconds, 1e-9),
         "parameters": sum(p.numel() for p in model.parameters()),
     }
+
+
+# What a tokenizer says when nothing bounds it (transformers' own "very large" is 1e30; ours, 1e6).
+UNBOUNDED = 1_000_000
+
+
+def trained_length(known: int, block_size: int, carry_state: bool) -> int:
+    """The tokenizer's model_max_length after LM training, so `truncation=True` stops where the model was
+    trained: the blocks' length, or a checkpoint's own longer one. A model trained on a carried stream
+    (truncated BPTT) read it whole: unbounded."""
+    if carry_state:
+        return known
+    return max(block_size, known) if known < UNBOUNDED else block_size
 
 
 class ElapsedSeconds(TrainerCallback):
