@@ -36,7 +36,7 @@ def check_inputs(recipe: LoadedRecipe, stages: list[str] | None = None, read: di
     for name in stages:
         check_stage_setup(recipe, name)
     lines = [line for name in stages if (line := check_stage_data(recipe, name, read))]
-    return lines + check_test_texts_unseen(recipe, stages)
+    return lines + check_test_texts_unseen(recipe, stages, read)
 
 
 # A share of the test texts found in a language model's training text above which it is a leak (a file
@@ -45,7 +45,7 @@ def check_inputs(recipe: LoadedRecipe, stages: list[str] | None = None, read: di
 LEAK_SHARE = 0.25
 
 
-def check_test_texts_unseen(recipe: LoadedRecipe, stages: list[str]) -> list[str]:
+def check_test_texts_unseen(recipe: LoadedRecipe, stages: list[str], read: dict | None = None) -> list[str]:
     """Compares texts, not files: the classifier's test texts must not be in the text a tokenizer or
     language-model stage trains on, whichever file or split it comes from (a copy of the data, a
     file of unlabeled text that holds them). Above LEAK_SHARE it fails; a few (duplicates within a
@@ -58,16 +58,17 @@ def check_test_texts_unseen(recipe: LoadedRecipe, stages: list[str]) -> list[str
                 and not getattr(recipe.stage(n), "from_checkpoint", None) and not recipe.stage(n).data.streaming]
     if not trainers:
         return []
-    classify = recipe.config.classify
-    test = {_text_key(t) for t in classification_splits(classify.data, None, recipe.config.run.seed)[1]["text"]}
-    lines, seen = [], {}
+    read, seed = {} if read is None else read, recipe.config.run.seed
+    data = recipe.config.classify.data
+    if (key := _texts_key("test", data, seed)) not in read:  # (what check_stage_data read, or read now)
+        read[key] = {_text_key(t) for t in classification_splits(data, None, seed)[1]["text"]}
+    test, lines = read[key], []
     for name in trainers:
         data = recipe.stage(name).data
-        key = json.dumps(dataclasses.asdict(data), sort_keys=True)
-        if key not in seen:
-            train = lm_text_splits(data, recipe.config.run.seed)[0]
-            seen[key] = len(test & {_text_key(t) for t in train[train.column_names[0]]})
-        found = seen[key]
+        if (key := _texts_key("train", data, seed)) not in read:
+            train = lm_text_splits(data, seed)[0]
+            read[key] = {_text_key(t) for t in train[train.column_names[0]]}
+        found = len(test & read[key])
         if found > LEAK_SHARE * len(test):
             raise DataError(f"{recipe.path}: {name}.data: {found:,} of the classifier's {len(test):,} test texts "
                             f"are in the text {name} trains on ({source_name(data)}): the classifier would be "
@@ -77,6 +78,10 @@ def check_test_texts_unseen(recipe: LoadedRecipe, stages: list[str]) -> list[str
             lines.append(f"[{name}] {found:,} of the classifier's {len(test):,} test texts also appear in its "
                          "training text (duplicates within the data?)")
     return list(dict.fromkeys(lines))
+
+
+def _texts_key(split: str, data, seed: int) -> tuple:
+    return ("texts", split, json.dumps(dataclasses.asdict(data), sort_keys=True), seed)
 
 
 def _text_key(text) -> bytes:
@@ -148,6 +153,7 @@ def check_stage_data(recipe: LoadedRecipe, name: str, read: dict) -> str | None:
         try:
             if classify:
                 train, test, labels = classification_splits(stage.data, stage.examples_per_class, seed)
+                read[_texts_key("test", stage.data, seed)] = {_text_key(t) for t in test["text"]}
                 per_class = f", {stage.examples_per_class} per class" if stage.examples_per_class else ""
                 read[key] = (f"{len(train):,} labeled examples{per_class}, {len(labels)} classes; "
                                    f"{len(test):,} test examples")
@@ -157,6 +163,7 @@ def check_stage_data(recipe: LoadedRecipe, name: str, read: dict) -> str | None:
                     next(iter(train))
                     read[key] = "streamed (training and held-out text read as they are used)"
                 else:
+                    read[_texts_key("train", stage.data, seed)] = {_text_key(t) for t in train[train.column_names[0]]}
                     read[key] = f"{len(train):,} training texts, {len(held_out):,} held out for perplexity"
         except DataError as err:
             raise DataError(f"{where}: {err}") from None
