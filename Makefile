@@ -22,7 +22,7 @@ WARM_IMPORTS = import pipelines.runner, pipelines.sweep, pipelines.predict, pipe
 .PHONY: help setup demo test bench compare-architectures run pretrain finetune classify embed search label-efficiency predict publish validate clean
 
 help:
-	@echo "make demo                      ULMFiT on BBC News, offline, about 6 minutes on 2 CPU cores"
+	@echo "make demo                      ULMFiT on BBC News, offline: about 6 minutes on 2 CPU cores with native bf16, 9 without"
 	@echo "make test                      the test suite"
 	@echo "make bench                     Trainer vs a hand-written loop, tokens/s per stage, 1 vs 2 processes, corpus scale -> docs/results/bench.md"
 	@echo "make compare-architectures     AWD-LSTM vs Llama against context length -> docs/results/architectures/"
