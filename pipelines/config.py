@@ -2,7 +2,7 @@
 
 A recipe is an OmegaConf document. Its sections are checked against the dataclasses below
 (OmegaConf structured configs reject unknown keys and wrong types); each stage's `training`
-section is checked against `ULMFiTTrainingArguments`. `${pretrain.output_dir}`-style references
+section against TrainingArguments' fields (training_section.py, without torch). `${pretrain.output_dir}`-style references
 and dotted CLI overrides are OmegaConf's. Every error names the recipe file and the key.
 """
 
@@ -19,14 +19,12 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .errors import RecipeError
+from .paths import same_folder
 from .sweep_config import ArmSection, SelfTrainingSection, SweepSection
 
 STAGE_KINDS = ("tokenizer", "pretrain", "lm_finetune", "classify", "embed")
 # How a document's hidden states become one vector: concat ([last, max, mean], ULMFiT), last, mean.
 POOLINGS = ("concat", "last", "mean")
-# File extension -> the `datasets` builder that reads it (a .txt file: one text per line, column "text").
-FORMATS = {".csv": "csv", ".tsv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet",
-           ".txt": "text"}
 
 
 @dataclass
@@ -196,9 +194,8 @@ class CardSection:
     # the card's datasets and model-index name the Hub dataset instead of the local path.
     hub_datasets: Dict[str, str] = field(default_factory=dict)
     # The pip requirement that installs the lm-transfer that trained the model, for the cards of models
-    # whose code is lm-transfer's, e.g. "lm-transfer @ git+https://github.com/you/lm-transfer@v0.1.0"
-    # (the shipped recipes carry that template: put your repository in it). None: the card gives the
-    # template for the reader to fill (lm-transfer is not on PyPI).
+    # whose code is lm-transfer's, e.g. "lm-transfer @ git+https://github.com/you/lm-transfer@v0.1.0" (the
+    # shipped recipes say YOUR-NAME: put your repository there). None: the card gives that template to fill.
     install: Optional[str] = None
 
 
@@ -286,25 +283,6 @@ def model_references(section: dict) -> dict[str, str]:
     return {k: v for k, v in found.items() if isinstance(v, str)}
 
 
-def same_folder(path: str) -> str:
-    """A path spelled so that two spellings of one folder (relative, absolute, through a link) are equal."""
-    return os.path.realpath(os.path.expanduser(path))
-
-
-def spelled_local(path: str) -> bool:
-    """A path that can only mean a local file or folder: it starts with ., / or ~, or ends in a data
-    file's extension (anything else may be a Hub id)."""
-    return path.startswith((".", "/", "~")) or os.path.splitext(path)[1].lower() in FORMATS
-
-
-def data_file_path(root: str | None, file: str) -> str:
-    """A data.files entry: relative to data.path when that is a folder, else to the working directory."""
-    file = os.path.expanduser(file)
-    if root and not os.path.isabs(file) and os.path.isdir(os.path.expanduser(root)):
-        return os.path.join(os.path.expanduser(root), file)
-    return file
-
-
 # Data keys only the classifier reads: the tokenizer and language-model stages read text alone.
 _LABEL_KEYS = ("label_column", "test_split", "max_test_examples")
 
@@ -368,6 +346,5 @@ def _recipe_errors(path: str):
         key = getattr(err, "full_key", None) or "?"
         msg = str(err).splitlines()[0]
         if "is not a ListConfig" in msg:  # (OmegaConf's words for a value where a list belongs)
-            msg = f"must be a list, e.g. {key}=[a,b] on the command line or [a, b] in YAML (got {err.value!r})" \
-                if hasattr(err, "value") else "must be a list, e.g. [a, b]"
+            msg = f"must be a list, e.g. {key}=[a,b] on the command line or [a, b] in YAML (got {err.value!r})"
         raise RecipeError(f"{path}: {key}: {msg}") from None

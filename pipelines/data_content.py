@@ -12,6 +12,8 @@ import hashlib
 import os
 from pathlib import Path
 
+from .paths import data_file_path
+
 # (real path, size, mtime_ns) -> content hash, for this process: fingerprints are computed often.
 _HASHES: dict[tuple, str] = {}
 _REVISIONS: dict[tuple, str | None] = {}
@@ -27,7 +29,6 @@ def local_files(folder: str | os.PathLike) -> list[Path]:
 def data_content(data: dict) -> dict:
     """A resolved `data` section's content: {"files": {name: hash}}, {"package": ...} or
     {"hub": id, "revision": sha or None}; {} when there is nothing to tell (no path)."""
-    from .config import data_file_path
     from .sources import PACKAGED
 
     path = data.get("path")

@@ -20,6 +20,7 @@ import numpy as np
 from .config import POOLINGS, DataConfig
 from .errors import LmTransferError, first_line
 from .outputs import check_output_folder, claim, hold_output_locks
+from .paths import local_data_paths
 
 EMBEDDINGS_FILE, META_FILE = "embeddings.parquet", "embed.json"
 DEFAULT_MAX_LENGTH = 512
@@ -125,8 +126,7 @@ def embed(model_path: str, data: DataConfig, output: str | Path, split: str | No
     output = Path(output)
     if output.is_file():
         raise EmbedError(f"{output}: is a file; give the folder to write the embeddings in")
-    local_data = [path for path in [data.path, *data.files.values()] if path and Path(path).expanduser().exists()]
-    check_output_folder(f"--output {output}", str(output), local_data)
+    check_output_folder(f"--output {output}", str(output), local_data_paths(data))
     with hold_output_locks([output]):
         return _embed(model_path, data, output, split, pooling, max_length, bptt, batch_size, max_examples, seed, bf16,
                       choose, normalize)

@@ -15,6 +15,7 @@ import os
 import shutil
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -50,9 +51,11 @@ def is_ours(folder: str | os.PathLike) -> bool:
 def _written_before_marks(folder: Path) -> bool:
     """What versions without the mark left: a finished stage's folder, a sweep's, `lm-transfer embed`'s,
     a stage's checkpoints (each told by a file of lm-transfer's that says so)."""
+    from .record import METRICS, read_provenance
+
     with contextlib.suppress(OSError, ValueError, AttributeError, StopIteration):
-        if (folder / "metrics.json").is_file():
-            return isinstance(json.loads((folder / "metrics.json").read_text()).get("lm_transfer"), dict)
+        if (folder / METRICS).is_file():
+            return isinstance(read_provenance(folder), dict)
         if (folder / "results.jsonl").is_file():
             with open(folder / "results.jsonl") as rows:
                 return "arm" in json.loads(next(rows))
@@ -105,8 +108,6 @@ def _check_creatable(where: str, path: Path) -> None:
         probe = probe.parent
     if not probe.is_dir():
         raise RecipeError(f"{where}: '{path}' would be inside '{probe}', which is a file; choose another folder")
-    import tempfile
-
     try:  # (os.access says yes to root under /proc and on read-only mounts: try it)
         os.rmdir(tempfile.mkdtemp(prefix=".lm-transfer-probe-", dir=probe))
     except OSError as err:

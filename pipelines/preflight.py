@@ -19,11 +19,11 @@ from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoModel
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from .backbones import resolve_checkpoint, tokenizer_source
-from .config import (ClassifyStage, EmbedStage, LMStage, LoadedRecipe, ModelConfig, TokenizerStage, data_file_path,
-                     same_folder)
+from .config import ClassifyStage, EmbedStage, LMStage, LoadedRecipe, ModelConfig, TokenizerStage
 from .errors import DataError, RecipeError, first_line
 from .models.awd_lstm import AwdLstmConfig
 from .outputs import check_output_folder
+from .paths import local_data_paths, same_folder
 from .sources import source_name
 from .training_args import check_training_args
 
@@ -187,13 +187,7 @@ def _check_embed_data(recipe: LoadedRecipe, name: str, read: dict) -> str:
 
 def data_paths(recipe: LoadedRecipe) -> list[str]:
     """The local files and folders the recipe's stages read as data (no output may touch them)."""
-    paths = []
-    for name in recipe.config.run.stages:
-        data = recipe.stage(name).data
-        if data.path is not None and os.path.exists(os.path.expanduser(data.path)):
-            paths.append(data.path)
-        paths += [data_file_path(data.path, file) for file in data.files.values()]
-    return list(dict.fromkeys(paths))
+    return list(dict.fromkeys(p for name in recipe.config.run.stages for p in local_data_paths(recipe.stage(name).data)))
 
 
 _WEIGHTS = ("*.safetensors", "pytorch_model*.bin")

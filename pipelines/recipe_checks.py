@@ -11,8 +11,9 @@ import re
 from omegaconf import OmegaConf
 
 from .config import (POOLINGS, STAGE_KINDS, ClassifyStage, DataConfig, EmbedStage, LMStage, LoadedRecipe, Recipe,
-                     TokenizerStage, data_file_path, same_folder, spelled_local)
+                     TokenizerStage)
 from .errors import RecipeError
+from .paths import data_file_path, same_folder, spelled_local
 from .training_section import check_training_section
 
 

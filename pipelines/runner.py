@@ -117,9 +117,7 @@ def run_recipe(recipe: LoadedRecipe, only: str | None = None, force: bool = Fals
         # (on the main process: the others would read the same data at once, and fail the same way)
         for line in main_only(state, lambda: check_inputs(recipe, pending)) or []:
             say_on_main(state, line)
-    with contextlib.ExitStack() as locks:
-        # (a second run on the same folders stops here, naming this one; on every process alike)
-        main_only(state, lambda: locks.enter_context(hold_output_locks(recipe.stage(n).output_dir for n in stages)))
+    with locked_on_main(state, [recipe.stage(name).output_dir for name in stages]):
         return _run_stages(recipe, state, fingerprints, only, force)
 
 
@@ -164,8 +162,8 @@ def _why_again(ctx: StageContext) -> str:
         return ""
     if built.get("config_fingerprint") == ctx.fingerprint:
         return " (--force)"
-    if "data" in built and built["data"] != ctx.data_content():
-        return f" (its data changed since it was built: {', '.join(changed_files(built['data'], ctx.data_content()))})"
+    if "data" in built and built["data"] != (now := ctx.data_content()):
+        return f" (its data changed since it was built: {', '.join(changed_files(built['data'], now))})"
     return " (its config, or a stage it builds on, changed since it was built)"
 
 
@@ -255,6 +253,15 @@ def main_only(state: PartialState, work):
         if error is not None:
             raise error
     return result
+
+
+@contextlib.contextmanager
+def locked_on_main(state: PartialState, folders: list):
+    """The main process holds the output folders' locks (outputs.hold_output_locks) for the duration; a
+    second run on one of them stops here, with the same one-line error on every process (main_only)."""
+    with contextlib.ExitStack() as locks:
+        main_only(state, lambda: locks.enter_context(hold_output_locks(folders)))
+        yield
 
 
 def broadcast(state: PartialState, value):

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, IterableDatasetDict, load_dataset
 
-from .config import FORMATS, DataConfig, data_file_path, spelled_local
+from .config import DataConfig
+from .paths import FORMATS, data_file_path, spelled_local
 from .data_content import local_files
 from .errors import DataError, first_line
 

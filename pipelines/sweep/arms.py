@@ -13,7 +13,8 @@ from importlib import resources
 
 from omegaconf import OmegaConf
 
-from ..config import STAGE_KINDS, LoadedRecipe, build_recipe, model_references, same_folder
+from ..config import STAGE_KINDS, LoadedRecipe, build_recipe, model_references
+from ..paths import same_folder
 from ..errors import RecipeError
 from ..sweep_config import ArmSection, SelfTrainingSection
 from ..stages.classify import FROM_SCRATCH

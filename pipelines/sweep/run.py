@@ -5,16 +5,15 @@ re-run skips finished cells) -> label-efficiency metrics, summary.md and curve.p
 
 from __future__ import annotations
 
-import contextlib
 import time
 
 from accelerate import PartialState
 from tqdm.auto import tqdm
 
 from ..config import LoadedRecipe
-from ..outputs import claim, hold_output_locks, remove_output
+from ..outputs import claim, remove_output
 from ..preflight import check_sweep_arms
-from ..runner import broadcast, main_only, run_recipe, say_on_main
+from ..runner import broadcast, locked_on_main, main_only, run_recipe, say_on_main
 from .cells import CellRunner
 from .plan import plan_sweep, sweep_data
 from .report import write_sweep_report
@@ -37,8 +36,7 @@ def run_sweep(recipe: LoadedRecipe, command: str | None = None) -> dict:
         say_on_main(state, line)
     data, budgets = checked[0] if checked else sweep_data(plan)  # (others: now cached)
     cells = plan.cells(budgets)
-    with contextlib.ExitStack() as locks:  # (a second sweep into the same folder stops here, naming this one)
-        main_only(state, lambda: locks.enter_context(hold_output_locks([out])))
+    with locked_on_main(state, [out]):  # (a second sweep into the same folder stops here, naming this one)
         # 2. what is left to do
         if state.is_main_process:
             claim(out)
