@@ -22,6 +22,7 @@ from . import __version__
 from .backbones import PACKAGED_CHECKPOINTS
 from .errors import LmTransferError
 from .record import read_metrics, read_recipe
+from .sentence_encoder import read_defaults
 
 CARD = "README.md"
 # A Hub repo id ("imdb", "stanfordnlp/imdb"): only these go into the card's metadata, which the Hub
@@ -181,7 +182,7 @@ def render_card(folder: Path, stage: str, recipe_path: str, resolved: dict, metr
     # What ModelCard.from_template does, through an environment that lets the templates include
     # their shared parts (model_cards/_*.md).
     template = _templates().get_template("classifier.md" if classifier else "language_model.md")
-    loading = _loading(config, stage, metrics, card_section, section["output_dir"])
+    loading = _loading(config, stage, metrics, card_section, section["output_dir"], Path(folder))
     return ModelCard(template.render(card_data=card_data.to_yaml(), **{**card_data.to_dict(), **values, **loading}))
 
 
@@ -219,11 +220,13 @@ def write_ensemble_card(folder: Path, recipe_path: str, resolved: dict, metrics:
     return card
 
 
-def _loading(config: dict, stage: str, metrics: dict, card_section: dict, output_dir: str) -> dict:
+def _loading(config: dict, stage: str, metrics: dict, card_section: dict, output_dir: str, folder: Path) -> dict:
     """What a card's code notice and How to load say (_code_notice.md, _how_to_load.md), for
     loading with lm-transfer installed."""
     classifier, masked = stage == "classify", metrics.get("objective") == "masked"
     return dict(
+        # (a folder with sentence-transformers files: how to load it there, with the pooling they give)
+        sentence_pooling=read_defaults(folder).get("pooling") if (folder / "modules.json").is_file() else None,
         classifier=classifier, model_type=config["model_type"], output_dir=output_dir,
         # lm-transfer's own classes, which transformers lacks: the classifier (any body) and the AWD-LSTM
         needs_package=classifier or config["model_type"] == "awd_lstm",
@@ -242,7 +245,7 @@ def with_modeling_code(text: str, folder: Path) -> str:
     trust_remote_code=True and without lm-transfer installed."""
     config = json.loads((folder / "config.json").read_text())
     metrics = read_metrics(folder)
-    values = {**_loading(config, metrics["lm_transfer"]["stage"], metrics, {}, str(folder)),
+    values = {**_loading(config, metrics["lm_transfer"]["stage"], metrics, {}, str(folder), folder),
               "remote_code": True, "code_version": __version__}
     for name in _LOADING_BLOCKS:
         block = re.compile(rf"<!-- lm-transfer:{name} -->\n.*?<!-- /lm-transfer:{name} -->", re.S)

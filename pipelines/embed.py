@@ -21,9 +21,9 @@ from .config import POOLINGS, DataConfig
 from .errors import LmTransferError, first_line
 from .outputs import check_output_folder, claim, hold_output_locks
 from .paths import local_data_paths
+from .sentence_encoder import DEFAULT_MAX_LENGTH, read_defaults
 
 EMBEDDINGS_FILE, META_FILE = "embeddings.parquet", "embed.json"
-DEFAULT_MAX_LENGTH = 512
 
 
 class EmbedError(LmTransferError):
@@ -48,6 +48,25 @@ class Encoder:
         return pooled_features(self.model, self.tokenizer, texts, self.max_length, batch_size=batch_size,
                                bf16=self.bf16, progress=progress)
 
+    def save_sentence_transformer(self, folder: Path, normalize: bool = False) -> None:
+        """The encoder as a model folder that sentence-transformers (and `AutoModel`) load and that
+        makes these same vectors: the body as a TransferEncoder (BPT3C, backward reading, this
+        length), its tokenizer and the sentence-transformers files for this pooling."""
+        from .models.classifier import TransferClassifierConfig, TransferEncoder, hidden_width
+        from .sentence_encoder import write_files
+
+        reads = self.model.config
+        body = self.model.backbone
+        config = TransferClassifierConfig(backbone=body.config.to_dict(), pooling=reads.pooling,
+                                          direction=reads.direction, bptt=reads.bptt, max_tokens=self.max_length)
+        TransferEncoder(config, backbone=body).save_pretrained(folder)
+        model_max_length, self.tokenizer.model_max_length = self.tokenizer.model_max_length, self.max_length
+        try:
+            self.tokenizer.save_pretrained(folder)
+        finally:
+            self.tokenizer.model_max_length = model_max_length
+        write_files(folder, reads.pooling, self.max_length, hidden_width(body.config), normalize)
+
     def describe(self) -> dict:
         config = self.model.config
         return {"model": self.source, "model_identity": self.identity, "kind": self.kind, "pooling": config.pooling,
@@ -57,10 +76,11 @@ class Encoder:
 def load_encoder(path: str, pooling: str | None = None, max_length: int | None = None, bptt: int | None = None,
                  bf16: bool = False) -> Encoder:
     """A classifier folder keeps its own pooling and length unless told otherwise (its head was
-    trained on them); any other model's body is mean-pooled by default, as sentence encoders are,
-    reading DEFAULT_MAX_LENGTH tokens."""
+    trained on them); any other model takes those of its sentence-transformers files (a language
+    model lm-transfer trained: mean pooling over what it reads in one pass), else it is mean-pooled,
+    as sentence encoders are, reading DEFAULT_MAX_LENGTH tokens."""
     import torch
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
 
     from .backbones import load_body, load_tokenizer, resolve_checkpoint
     from .models.classifier import TransferClassifier
@@ -79,19 +99,25 @@ def load_encoder(path: str, pooling: str | None = None, max_length: int | None =
         tokenizer = load_tokenizer(path)
         classifier = any(a in ("TransferClassifier", "AwdLstmForSequenceClassification")
                          for a in config.architectures or [])
+        encoder = "TransferEncoder" in (config.architectures or [])  # (an `embed` output: a classifier's body)
         model = AutoModelForSequenceClassification.from_pretrained(local) if classifier else None
-        body = None if classifier else load_body(path)
+        if encoder:
+            body = AutoModel.from_pretrained(local)
+            model = TransferClassifier(body.config, backbone=body.backbone)
+        body = None if classifier or encoder else load_body(path)
     except (OSError, ValueError) as err:
         raise EmbedError(f"{path}: cannot load a model from it ({first_line(err)})") from None
-    if classifier:  # its own settings unless told otherwise: its head was trained on them
+    if classifier or encoder:  # its own settings unless told otherwise: a classifier's head was trained on them
         model.config.pooling = pooling or model.config.pooling
         model.config.max_tokens = max_length = max_length or model.config.max_tokens
         model.config.bptt = bptt or model.config.bptt
     else:
-        max_length = max_length or DEFAULT_MAX_LENGTH
+        defaults = read_defaults(local)
+        max_length = max_length or defaults.get("max_length", DEFAULT_MAX_LENGTH)
         model = TransferClassifier.from_body(
-            body, num_labels=1, pooling=pooling or "mean", direction=getattr(body.config, "direction", "forward"),
-            bptt=bptt or default_bptt(body, max_length), max_tokens=max_length, pad_token_id=tokenizer.pad_token_id)
+            body, num_labels=1, pooling=pooling or defaults.get("pooling", "mean"),
+            direction=getattr(body.config, "direction", "forward"), bptt=bptt or default_bptt(body, max_length),
+            max_tokens=max_length, pad_token_id=tokenizer.pad_token_id)
     model.to("cuda" if torch.cuda.is_available() else "cpu")
     lm = any(a.endswith(("ForCausalLM", "ForMaskedLM")) for a in config.architectures or [])
     kind = "classifier" if classifier else "language model" if lm else "encoder"
@@ -165,6 +191,7 @@ def _embed(model_path, data, output, split, pooling, max_length, bptt, batch_siz
     temp = output / f".{EMBEDDINGS_FILE}.partial"
     Dataset.from_dict(columns).to_parquet(str(temp))
     temp.replace(output / EMBEDDINGS_FILE)
+    encoder.save_sentence_transformer(output, normalize)
     (output / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     return meta
 

@@ -19,7 +19,7 @@ MODELING_FILE = "modeling_lm_transfer.py"
 _SOURCES = ("ulmfit.py", "models/awd_lstm.py", "models/classifier.py")
 # config.json model_type -> Auto class -> model class, for the models whose code is lm-transfer's.
 _CLASSES = {
-    "lm_transfer_classifier": {"AutoConfig": "TransferClassifierConfig",
+    "lm_transfer_classifier": {"AutoConfig": "TransferClassifierConfig", "AutoModel": "TransferEncoder",
                                "AutoModelForSequenceClassification": "TransferClassifier"},
     "awd_lstm": {"AutoConfig": "AwdLstmConfig", "AutoModel": "AwdLstmModel",
                  "AutoModelForCausalLM": "AwdLstmForCausalLM"},

@@ -68,6 +68,8 @@ def test_classifier_card_sections_are_filled_from_the_run(awd_run):
         r'^pip install "torch>=2\.4" "transformers>=5,<6" "lm-transfer @ git\+https://github\.com/OWNER/lm-transfer@v0\.1\.0"$',
         r"^import pipelines  # noqa: F401",
         rf'^model = AutoModelForSequenceClassification\.from_pretrained\("{re.escape(str(folder))}"\)$',
+        r"^As a sentence encoder, with the vectors `lm-transfer embed` makes \(concat pooling;",
+        rf'^encoder = SentenceTransformer\("{re.escape(str(folder))}"\)$',
         r"^  title = \{Universal Language Model Fine-tuning for Text Classification\},$",
         r"^  title = \{Regularizing and Optimizing \{LSTM\} Language Models\},$",  # the AWD-LSTM backbone
         r"^@misc\{topic-texts,\n  title = \{Topic texts for tests\}\n\}\n```$",  # the recipe's card.citations

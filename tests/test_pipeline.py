@@ -31,6 +31,10 @@ def test_all_stages_lm_loss_falls_and_classifier_beats_chance(awd_run):
     assert classify["test_accuracy"] > 0.4 and classify["train_examples"] == 24  # chance: 1/3 (measured: 0.49)
 
 
+SENTENCE_TRANSFORMERS_FILES = {"modules.json", "sentence_bert_config.json", "config_sentence_transformers.json",
+                               "1_Pooling"}
+
+
 def test_stage_folders_hold_the_model_and_nothing_half_written(awd_run):
     run = awd_run[0] / "run"
     for stage in ("tokenizer", "pretrain", "lm_finetune", "classifier"):
@@ -38,9 +42,9 @@ def test_stage_folders_hold_the_model_and_nothing_half_written(awd_run):
         assert {"metrics.json", "recipe.yaml", "tokenizer.json"} <= files
         if stage != "tokenizer":  # exactly what goes to the Hub: no training state, no stamp files
             hub_files = {"config.json", "model.safetensors", "README.md", "tokenizer_config.json",
-                         "generation_config.json"}
+                         "generation_config.json", *SENTENCE_TRANSFORMERS_FILES}
             assert files - {"metrics.json", "recipe.yaml", "tokenizer.json"} <= hub_files, files
-            assert {"config.json", "model.safetensors", "README.md"} <= files
+            assert {"config.json", "model.safetensors", "README.md", *SENTENCE_TRANSFORMERS_FILES} <= files
     assert not list(run.glob("*.partial")) and not list(run.glob("*.work"))
 
 

@@ -20,6 +20,11 @@ TOKEN = "hf_loopbackTestToken123"
 REAL_LENGTH_TOKEN = "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz01234567"
 
 
+def _files(folder):
+    """Every file under a folder by its path relative to it (as the Hub names them)."""
+    return {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 @pytest.fixture
 def online(monkeypatch):
     """A user's HF_HUB_OFFLINE=1 would turn every publish test into the offline refusal: the tests talk
@@ -60,7 +65,7 @@ def test_publish_creates_the_repo_and_uploads_the_folder_as_it_is(awd_run, run_c
     assert main(["publish", str(folder), "--repo-id", "someone/topics-ulmfit", "--private"]) == 0
     repo = hub.repos["someone/topics-ulmfit"]
     assert repo["private"]
-    sent, local = repo["files"], {p.name: p.read_bytes() for p in folder.iterdir() if p.name != MARK}
+    sent, local = repo["files"], {name: p.read_bytes() for name, p in _files(folder).items() if p.name != MARK}
     assert sent.keys() == local.keys()  # every file (but lm-transfer's own mark) and nothing else
     # What differs from the folder: the card names the repo in its loading example, and the text
     # files that name this machine's absolute paths (the run's folders, its recipe, the data) name
@@ -95,7 +100,7 @@ def test_publish_creates_the_repo_and_uploads_the_folder_as_it_is(awd_run, run_c
     assert "stale.txt" in repo["files"]
     assert main(["publish", str(run_copy / "lm_finetune"), "--repo-id", "someone/topics-ulmfit"]) == 0
     assert len(repo["commits"]) == 3 and "lm_finetune stage" in repo["commits"][2]
-    assert repo["files"].keys() == {p.name for p in (run_copy / "lm_finetune").iterdir()}
+    assert repo["files"].keys() == _files(run_copy / "lm_finetune").keys()
 
 
 def test_dry_run_lists_files_and_card_metadata_and_sends_nothing(awd_run, topic_data, hub, monkeypatch, capsys):
@@ -104,8 +109,8 @@ def test_dry_run_lists_files_and_card_metadata_and_sends_nothing(awd_run, topic_
     assert main(["publish", str(folder), "--repo-id", "someone/x", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert hub.requests == []
-    assert len([line for line in out.splitlines() if line.endswith(" bytes")]) == len(list(folder.iterdir()))
-    for path in (p for p in folder.iterdir() if p.name != MARK):  # text files as they would go up (the card names the repo, no local paths)
+    assert len([line for line in out.splitlines() if line.endswith(" bytes")]) == len(_files(folder))
+    for path in (p for p in _files(folder).values() if p.name != MARK):  # text files as they would go up (the card names the repo, no local paths)
         same = path.suffix == ".safetensors" or path.name.startswith("tokenizer")
         assert (f"  {path.name}  {path.stat().st_size:,} bytes" if same else f"  {path.name}  ") in out
     assert 'from_pretrained("someone/x")' not in (folder / "README.md").read_text()  # nothing written
@@ -120,10 +125,10 @@ def test_publish_sends_no_absolute_local_path(awd_run, run_copy, topic_data, hub
     folder = run_copy / "classifier"
     (folder / "notes.txt").write_text("copied from ~/data/mydata.csv, see https://huggingface.co/datasets/x/y\n")
     (folder / "NOTES").write_text(f"trained from {topic_data}/train.jsonl\n")  # text, whatever its name
-    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    before = {name: p.read_bytes() for name, p in _files(folder).items()}
     assert str(awd_run[0]).encode() in before["recipe.yaml"] and str(topic_data).encode() in before["README.md"]
     assert main(["publish", str(folder), "--repo-id", "someone/x"]) == 0
-    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert {name: p.read_bytes() for name, p in _files(folder).items()} == before
     sent = hub.repos["someone/x"]["files"]
     assert sent.keys() == before.keys() - {MARK}
     for name, data in sent.items():
@@ -250,7 +255,7 @@ def test_revision_uploads_to_a_branch_created_when_missing(run_copy, hub):
     assert repo["commits"] == [repo["commits"][0]] and "classify stage" in repo["commits"][0]  # main: the classifier only
     assert set(repo["branches"]) == {"pretrain", "lm-finetune"}
     assert repo["branches"]["lm-finetune"]["commits"] == ["lm-transfer: lm_finetune stage of " + repo["commits"][0].split(" of ")[1]] * 2
-    assert repo["branches"]["pretrain"]["files"].keys() == {p.name for p in (run_copy / "pretrain").iterdir()}
+    assert repo["branches"]["pretrain"]["files"].keys() == _files(run_copy / "pretrain").keys()
     pretrained_card = ModelCard(repo["branches"]["pretrain"]["files"]["README.md"].decode())
     assert pretrained_card.data.pipeline_tag == "text-generation"
     assert repo["branches"]["pretrain"]["files"]["model.safetensors"] == (run_copy / "pretrain" / "model.safetensors").read_bytes()
@@ -306,12 +311,16 @@ model = getattr(transformers, auto_class).from_pretrained(folder, trust_remote_c
 tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
 with torch.no_grad():
     logits = model(**tokenizer(texts, return_tensors="pt", padding=True)).logits
+from sentence_transformers import SentenceTransformer  # (its files: what `lm-transfer embed` makes)
+vectors = SentenceTransformer(folder, device="cpu", trust_remote_code=True).encode(texts)
 print(json.dumps({"logits": logits.tolist(), "class": f"{type(model).__module__}.{type(model).__name__}",
+                  "vectors": vectors.tolist(),
                   "pipelines": sorted(m for m in sys.modules if m.split(".")[0] == "pipelines")}))
 """
 TEXTS = ["The striker scored a late goal and the fans cheered.", "Garlic butter sauce for the bread."]
 AUTO_MAPS = {
     "classifier": {"AutoConfig": "modeling_lm_transfer.TransferClassifierConfig",
+                   "AutoModel": "modeling_lm_transfer.TransferEncoder",
                    "AutoModelForSequenceClassification": "modeling_lm_transfer.TransferClassifier"},
     "lm_finetune": {"AutoConfig": "modeling_lm_transfer.AwdLstmConfig",
                     "AutoModel": "modeling_lm_transfer.AwdLstmModel",
@@ -328,15 +337,16 @@ def test_with_code_the_repo_loads_where_lm_transfer_is_not_installed(run_copy, h
     import transformers
 
     folder = run_copy / stage
-    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    before = {name: p.read_bytes() for name, p in _files(folder).items()}
     assert main(["publish", str(folder), "--repo-id", "someone/x", "--with-code"]) == 0
-    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # the folder stays as the stage wrote it
+    assert {name: p.read_bytes() for name, p in _files(folder).items()} == before  # the folder stays as the stage wrote it
     sent = hub.repos["someone/x"]["files"]
     assert sent.keys() == before.keys() | {"modeling_lm_transfer.py"}
     assert json.loads(sent["config.json"])["auto_map"] == AUTO_MAPS[stage]
     download = tmp_path / "download"
     download.mkdir()
     for name, data in sent.items():
+        (download / name).parent.mkdir(exist_ok=True)
         (download / name).write_bytes(data)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
     done = subprocess.run([sys.executable, "-c", _LOAD_WITHOUT_LM_TRANSFER, str(download), auto_class,
@@ -352,6 +362,10 @@ def test_with_code_the_repo_loads_where_lm_transfer_is_not_installed(run_copy, h
     with torch.no_grad():
         expected = model(**tokenizer(TEXTS, return_tensors="pt", padding=True)).logits
     assert torch.equal(torch.tensor(loaded["logits"]), expected)
+    from pipelines.embed import load_encoder
+
+    torch.testing.assert_close(torch.tensor(loaded["vectors"]), torch.tensor(load_encoder(str(folder)).encode(
+        TEXTS, progress=False)), atol=1e-5, rtol=1e-5)
 
 
 def test_the_modeling_file_is_the_packages_sources_and_imports_no_lm_transfer(run_copy, hub):
@@ -387,7 +401,7 @@ def test_with_code_the_card_loads_from_the_repo_and_the_dry_run_lists_the_file(r
     folder = run_copy / "classifier"
     assert main(["publish", str(folder), "--repo-id", "someone/x", "--with-code", "--dry-run"]) == 0
     listed = capsys.readouterr().out
-    assert "  modeling_lm_transfer.py  " in listed and f", {len(list(folder.iterdir())) + 1} files," in listed
+    assert "  modeling_lm_transfer.py  " in listed and f", {len(_files(folder)) + 1} files," in listed
     assert hub.requests == []
     assert main(["publish", str(folder), "--repo-id", "someone/x", "--with-code"]) == 0
     card = hub.repos["someone/x"]["files"]["README.md"].decode()

@@ -14,7 +14,7 @@ from transformers import initialization as init
 from transformers import (AutoConfig, AutoModel, AutoModelForSequenceClassification, PreTrainedConfig,
                           PreTrainedModel)
 from transformers.configuration_utils import SubConfigSpec
-from transformers.modeling_outputs import SequenceClassifierOutput
+from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
 
 from ..ulmfit import concat_pool, encode_bpt3c, reverse_tokens
 from .awd_lstm import AwdLstmConfig, AwdLstmModel
@@ -66,7 +66,7 @@ class PoolingHead(nn.Module):
         return self.out_proj(self.dropout(self._norm(self.norm2, x)))
 
 
-def _hidden_size(config: PreTrainedConfig) -> int:
+def hidden_width(config: PreTrainedConfig) -> int:
     if isinstance(config, AwdLstmConfig):
         return config.embedding_size
     return config.hidden_size
@@ -81,7 +81,7 @@ class TransferClassifier(PreTrainedModel):
     def __init__(self, config: TransferClassifierConfig, backbone: PreTrainedModel | None = None):
         super().__init__(config)
         self.backbone = backbone if backbone is not None else AutoModel.from_config(config.backbone)
-        self.head = PoolingHead.for_config(config, _hidden_size(config.backbone))
+        self.head = PoolingHead.for_config(config, hidden_width(config.backbone))
         self.post_init()
 
     @classmethod
@@ -106,22 +106,14 @@ class TransferClassifier(PreTrainedModel):
             init.zeros_(module.num_batches_tracked)
 
     def pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = encode_bpt3c(self.backbone, input_ids, attention_mask, self.config.bptt)
-        if self.config.pooling == "concat":
-            return concat_pool(hidden, attention_mask)
-        width = hidden.size(-1)
-        pooled = concat_pool(hidden, attention_mask)
-        return pooled[:, :width] if self.config.pooling == "last" else pooled[:, 2 * width:]
+        return pooled(encode_bpt3c(self.backbone, input_ids, attention_mask, self.config.bptt), attention_mask,
+                      self.config.pooling)
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Each document's vector as the head reads it: its first max_tokens tokens (reversed for a
-        backward model), read with BPT3C and pooled. Also what `lm-transfer embed` and the frozen probe use."""
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        input_ids, attention_mask = input_ids[:, :self.config.max_tokens], attention_mask[:, :self.config.max_tokens]
-        if self.config.direction == "backward":  # (the same tokens as forward: the document's first max_tokens)
-            input_ids = reverse_tokens(input_ids, attention_mask)
-        return self.pool(input_ids, attention_mask)
+        """Each document's vector as the head reads it (read_documents, pooled). Also what `lm-transfer
+        embed` and the frozen probe use."""
+        hidden, attention_mask = read_documents(self.backbone, self.config, input_ids, attention_mask)
+        return pooled(hidden, attention_mask, self.config.pooling)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, **kwargs) -> SequenceClassifierOutput:
@@ -154,6 +146,53 @@ class AwdLstmForSequenceClassification(TransferClassifier):
         return self.model
 
 
+class TransferEncoder(PreTrainedModel):
+    """A classifier's body read as `lm-transfer embed` reads it, for `AutoModel` (and so for
+    sentence-transformers): each document's first max_tokens tokens, reversed for a backward model,
+    read with BPT3C. `last_hidden_state` is aligned with the input's attention mask (padding stays
+    where it was), so a mean, max or last-token pooling over it is the classifier's own;
+    `pooler_output` is the vector of the config's pooling. Loads a classifier folder without its head."""
+
+    config_class = TransferClassifierConfig
+    base_model_prefix = "backbone"
+    _keys_to_ignore_on_load_unexpected = [r"^head\."]
+    _supports_sdpa = True
+
+    def __init__(self, config: TransferClassifierConfig, backbone: PreTrainedModel | None = None):
+        super().__init__(config)
+        self.backbone = backbone if backbone is not None else AutoModel.from_config(config.backbone)
+        self.post_init()
+
+    def _init_weights(self, module):
+        pass  # nothing new: the body keeps its own weights
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                **kwargs) -> BaseModelOutputWithPooling:
+        hidden, attention_mask = read_documents(self.backbone, self.config, input_ids, attention_mask)
+        return BaseModelOutputWithPooling(last_hidden_state=hidden,
+                                          pooler_output=pooled(hidden, attention_mask, self.config.pooling))
+
+
+def read_documents(body: PreTrainedModel, config: TransferClassifierConfig, input_ids: torch.Tensor,
+                   attention_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(hidden states, attention mask) of each document's first max_tokens tokens, reversed for a
+    backward model (the same tokens as forward: the document's first max_tokens), read with BPT3C."""
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    input_ids, attention_mask = input_ids[:, :config.max_tokens], attention_mask[:, :config.max_tokens]
+    if config.direction == "backward":
+        input_ids = reverse_tokens(input_ids, attention_mask)
+    return encode_bpt3c(body, input_ids, attention_mask, config.bptt), attention_mask
+
+
+def pooled(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """One vector per document: concat ([last, max, mean]), last or mean over the non-padding positions."""
+    vectors = concat_pool(hidden, attention_mask)
+    width = hidden.size(-1)
+    return {"concat": vectors, "last": vectors[:, :width], "mean": vectors[:, 2 * width:]}[pooling]
+
+
 AutoConfig.register("lm_transfer_classifier", TransferClassifierConfig, exist_ok=True)
+AutoModel.register(TransferClassifierConfig, TransferEncoder, exist_ok=True)
 AutoModelForSequenceClassification.register(TransferClassifierConfig, TransferClassifier, exist_ok=True)
 AutoModelForSequenceClassification.register(AwdLstmConfig, AwdLstmForSequenceClassification, exist_ok=True)

@@ -17,8 +17,9 @@ from ..config import ClassifyStage
 from ..data import classification_splits, dev_split_indices
 from ..errors import RecipeError
 from ..metrics import classification_metrics
-from ..models.classifier import TransferClassifier
+from ..models.classifier import TransferClassifier, hidden_width
 from ..peft_adapters import apply_lora, merge_lora
+from ..sentence_encoder import write_files
 from ..trainer import ULMFiTTrainer
 from ..training_args import build_training_args, precision
 
@@ -177,4 +178,6 @@ def save_classifier(model, tokenizer, label_names: list[str], folder):
         tokenizer.save_pretrained(folder)
     finally:
         tokenizer.model_max_length = reads
+    # (sentence-transformers then reads it as `lm-transfer embed` does: its pooling, its length)
+    write_files(folder, model.config.pooling, model.config.max_tokens, hidden_width(model.backbone.config))
     return model

@@ -19,6 +19,8 @@ from ..data import lm_text_splits
 from ..lm_data import ShuffledBlocks, StreamBlocks, token_file
 from ..errors import RecipeError
 from ..masked_lm import score_masked_positions_only
+from ..models.classifier import hidden_width
+from ..sentence_encoder import language_model_reads, write_files
 from ..trainer import ULMFiTTrainer, checkpoint_step
 from ..training_args import build_training_args, precision
 
@@ -82,6 +84,10 @@ def run(ctx) -> dict:
         trainer.model.save_pretrained(ctx.partial_dir)
         tokenizer.model_max_length = trained_length(tokenizer.model_max_length, cfg.block_size, carry_state)
         tokenizer.save_pretrained(ctx.partial_dir)
+        if cfg.direction == "forward":  # (a backward LM reads reversed text, which AutoModel alone would not)
+            write_files(ctx.partial_dir, "mean", language_model_reads(getattr(model, "is_recurrent", False),
+                                                                     tokenizer.model_max_length),
+                        hidden_width(model.config))
     tokens_per_block = len(tokens["train"]) / len(blocks["train"])
     steps_run = trainer.state.global_step - (checkpoint_step(resume) if resume else 0)  # (a resumed run: its own)
     trained_tokens = steps_run * args.train_batch_size * args.gradient_accumulation_steps \
