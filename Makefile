@@ -19,7 +19,7 @@ WARM_IMPORTS = import pipelines.runner, pipelines.sweep, pipelines.predict, pipe
                pipelines.stages.lm, pipelines.stages.classify, pipelines.stages.tokenizer, pipelines.stages.embed, \
                transformers; transformers.LlamaForCausalLM, transformers.Trainer, transformers.pipeline
 
-.PHONY: help setup demo test bench compare-architectures run pretrain finetune classify embed search label-efficiency predict publish validate clean
+.PHONY: help setup extras demo test bench compare-architectures run pretrain finetune classify embed search label-efficiency predict publish validate clean
 
 help:
 	@echo "make demo                      ULMFiT on BBC News, offline: about 6 minutes on 2 CPU cores with native bf16, 9 without"
@@ -43,7 +43,7 @@ $(BIN)/lm-transfer: pyproject.toml
 	# The CPU build of torch comes first, so the package's torch requirement is already met.
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q --no-compile "torch==2.13.0" || $(BIN)/pip install -q --no-compile "torch>=2.4,<2.15"
-	$(BIN)/pip install -q --no-compile -e ".[demo,test]"
+	$(BIN)/pip install -q --no-compile -e ".[demo]"
 	# Bytecode for what the commands import, written now, while site-packages is writable: where Python
 	# cannot write it later (PYTHONDONTWRITEBYTECODE=1, a read-only install) every command would
 	# recompile torch and transformers (measured: 17-20 CPU-s instead of 6-7 to import the package).
@@ -53,19 +53,27 @@ $(BIN)/lm-transfer: pyproject.toml
 
 setup: $(BIN)/lm-transfer
 
+# What the tests, the benchmarks and the sweep's setfit / word-vector arms need besides (not the demo:
+# it starts sooner without them).
+$(VENV)/.extras: $(BIN)/lm-transfer
+	$(BIN)/pip install -q --no-compile -e ".[demo,test]"
+	touch $@
+
+extras: $(VENV)/.extras
+
 demo: setup
 	$(call CHECK_FIRST,recipes/demo/bbc.yaml) $(LAUNCH) run recipes/demo/bbc.yaml $(ARGS)
 
 # A worker per core (the tests use one thread each): 76 s instead of 131 s on 2 cores.
-test: setup
+test: extras
 	$(BIN)/python -m pytest tests -q -n auto $(PYTEST_ARGS)
 
 # A benchmark, never a test (about 25 minutes on 2 CPU cores; run nothing else meanwhile).
-bench: setup
+bench: extras
 	$(BIN)/python benchmarks/bench.py $(ARGS)
 
 # A benchmark: trains recipes/imdb/awd_lstm.yaml and small.yaml when not built (reads ../shared/data).
-compare-architectures: setup
+compare-architectures: extras
 	$(BIN)/python benchmarks/architectures.py $(ARGS)
 
 run: setup
@@ -80,7 +88,7 @@ finetune: setup
 classify: setup
 	$(call CHECK_FIRST,$(RECIPE)) $(LAUNCH) run $(RECIPE) --stage classify $(ARGS)
 
-label-efficiency: setup
+label-efficiency: extras
 	$(call CHECK_FIRST,$(RECIPE)) $(LAUNCH) sweep $(RECIPE) $(ARGS)
 
 # With RUN (a model folder or checkpoint) and DATA: those texts; else the recipe's embed stage.

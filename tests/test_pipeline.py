@@ -255,3 +255,21 @@ def test_an_lm_tokenizer_keeps_the_length_its_model_was_trained_on():
     assert trained_length(UNBOUNDED, 128, carry_state=False) == 128  # a model from scratch on 128-token blocks
     assert trained_length(512, 128, carry_state=False) == 512  # a checkpoint pre-trained on longer text
     assert trained_length(UNBOUNDED, 70, carry_state=True) == UNBOUNDED  # truncated BPTT over a stream
+
+
+@pytest.mark.parametrize("history,best_at_end,evaluated", [
+    ([{"loss": 3.0, "step": 5}, {"eval_loss": 1.0, "step": 5}], False, False),  # Trainer scored the last step
+    ([{"eval_loss": 1.0, "step": 4}, {"loss": 3.0, "step": 5}], False, True),   # an earlier step only
+    ([{"eval_loss": 1.0, "step": 5}], True, True),                              # the kept model may be another
+    ([], False, True)])
+def test_the_lm_is_scored_once_after_training(history, best_at_end, evaluated):
+    from types import SimpleNamespace
+
+    from pipelines.stages.lm import _final_evaluation
+
+    calls = []
+    trainer = SimpleNamespace(state=SimpleNamespace(log_history=history, global_step=5),
+                              args=SimpleNamespace(load_best_model_at_end=best_at_end),
+                              evaluate=lambda: calls.append(1) or {"eval_loss": 2.0})
+    assert _final_evaluation(trainer)["eval_loss"] == (2.0 if evaluated else 1.0)
+    assert len(calls) == int(evaluated)
