@@ -12,6 +12,7 @@ import sys
 from . import register_models
 from .config import POOLINGS
 from .errors import LmTransferError
+from .outputs import check_stage_outputs
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -184,6 +185,8 @@ def _run(args) -> int:
     from .config import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)  # fails before any work starts
+    if args.stage in (None, *recipe.config.run.stages):  # (a stage not in the run: the runner says so)
+        check_stage_outputs(recipe, args.stage)
     register_models()
     from accelerate import PartialState
 

@@ -122,6 +122,18 @@ class OutputLocked(RecipeError):
     """Another process is writing the same output folder."""
 
 
+def check_stage_outputs(recipe, only: str | None = None) -> None:
+    """The output folders of a run's stages (or of `only`), checked as soon as the recipe is read,
+    before torch is imported (preflight checks each again just before its stage runs)."""
+    from .paths import data_paths
+
+    data = data_paths(recipe)
+    for name in recipe.config.run.stages:
+        if only in (None, name):
+            check_output_folder(f"{recipe.path}: {name}.output_dir", recipe.stage(name).output_dir, data,
+                                siblings=(".partial", ".work"))
+
+
 @contextlib.contextmanager
 def hold_output_locks(folders: Iterable[str | os.PathLike], command: str | None = None) -> Iterator[None]:
     """Locks `folders` (each through `<folder>.lock` beside it) for the duration, or raises OutputLocked

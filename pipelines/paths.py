@@ -34,3 +34,8 @@ def local_data_paths(data) -> list[str]:
     each of its `files` (no output may be, hold or lie inside one of them)."""
     paths = [data.path] if data.path is not None and os.path.exists(os.path.expanduser(data.path)) else []
     return paths + [data_file_path(data.path, file) for file in data.files.values()]
+
+
+def data_paths(recipe) -> list[str]:
+    """The local files and folders a recipe's stages read as data (no output may touch them)."""
+    return list(dict.fromkeys(p for name in recipe.config.run.stages for p in local_data_paths(recipe.stage(name).data)))

@@ -23,7 +23,7 @@ from .config import ClassifyStage, EmbedStage, LMStage, LoadedRecipe, ModelConfi
 from .errors import DataError, RecipeError, first_line
 from .models.awd_lstm import AwdLstmConfig
 from .outputs import check_output_folder
-from .paths import local_data_paths, same_folder
+from .paths import data_paths, local_data_paths, same_folder
 from .sources import source_name
 from .training_args import check_training_args
 
@@ -183,11 +183,6 @@ def _check_embed_data(recipe: LoadedRecipe, name: str, read: dict) -> str:
             raise DataError(f"{recipe.path}: {name}: {err}") from None
         read[key] = f"{len(ds):,} texts ({what})"
     return f"[{name}] data {source_name(stage.data)}: {read[key]}"
-
-
-def data_paths(recipe: LoadedRecipe) -> list[str]:
-    """The local files and folders the recipe's stages read as data (no output may touch them)."""
-    return list(dict.fromkeys(p for name in recipe.config.run.stages for p in local_data_paths(recipe.stage(name).data)))
 
 
 _WEIGHTS = ("*.safetensors", "pytorch_model*.bin")

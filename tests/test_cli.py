@@ -45,13 +45,17 @@ def recipe(tmp_path_factory, topic_data):
     (["validate", "{recipe}", "--set", "data.path=./no/such/data"], 2, "does not exist"),
     (["run", "{recipe}", "run.stages=tokenizer"], 2, "run.stages: must be a list"),
     (["run", "no-such-recipe.yaml"], 2, "recipe file not found"),
+    (["run", "{recipe}", "pretrain.output_dir={users_folder}"], 2, "exists and lm-transfer did not write it"),
 ])
-def test_help_and_recipe_mistakes_are_answered_without_torch(recipe, argv, code, says):
-    done = _command(*[a.format(recipe=recipe) for a in argv])
+def test_help_and_recipe_mistakes_are_answered_without_torch(recipe, argv, code, says, tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("a user's file")
+    done = _command(*[a.format(recipe=recipe, users_folder=tmp_path / "mine") for a in argv])
     assert done.returncode == code, done.stderr
     assert says in done.stdout + done.stderr
     imported = next(line for line in done.stdout.splitlines() if line.startswith("IMPORTED")).split()[1:]
     assert imported == []
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "a user's file"
 
 
 def test_a_recipe_mistake_is_one_line(recipe):
