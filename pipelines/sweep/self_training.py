@@ -15,7 +15,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ..sweep_config import SelfTrainingSection
-from .methods import CellMethod, Fitted
+from .cell_method import CellMethod, Fitted
 
 # The unlabeled sample's random numbers: [seed, SAMPLE_STREAM, 0] is a stream of its own (the labeled
 # subsets use [seed, label]).
