@@ -149,3 +149,17 @@ def test_write_report_writes_both_files(rows, efficiency, tmp_path):
     assert "](curve.png)" in summary and "Wall time of this run of the command: 1 min 01 s" in summary
     assert_png(paths["curve"])
     assert sorted(p.name for p in paths["curve"].parent.iterdir()) == ["curve.png", "summary.md"]
+
+
+def test_setfits_pairs_steps_and_cap_are_reported(rows, efficiency):
+    setfit = [{**cell("setfit", 50, seed, 0.7), "method": "setfit", "setfit_pairs": 1280, "setfit_steps": 80,
+               "setfit_max_steps": None} for seed in (0, 1)]
+    setfit += [{**cell("setfit", 250, seed, 0.9), "method": "setfit", "setfit_pairs": 1600, "setfit_steps": 100,
+                "setfit_max_steps": 100} for seed in (0, 1)]
+    markdown = summary_markdown([*rows, *setfit], efficiency, "sweep")
+    assert table_rows(markdown, "Test accuracy")[4] == "| setfit | 70.0 ± 0.0 | 90.0 ± 0.0 (capped) | 2 |"
+    lines = table_rows(markdown, "SetFit's training")
+    assert_valid_table(lines)
+    assert lines[2:] == ["| setfit | 50 (10/class) | 1,280 | 80 | none: SetFit's defaults |",
+                         "| setfit | 250 (50/class) | 1,600 | 100 | 100 |"]
+    assert "SetFit's training" not in summary_markdown(rows, efficiency, "sweep")  # no SetFit arm, no section

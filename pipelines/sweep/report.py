@@ -70,8 +70,35 @@ def _metric_table(rows: Sequence[Mapping], arms: Sequence[str], budgets: Sequenc
         seed_counts = [count for count in seed_counts if count]
         seeds = MISSING if not seed_counts else (
             str(seed_counts[0]) if min(seed_counts) == max(seed_counts) else f"{min(seed_counts)}–{max(seed_counts)}")
-        body.append([arm, *(_percent_cell(_values(rows, arm, budget, key)) for budget in budgets), seeds])
+        body.append([arm, *(_percent_cell(_values(rows, arm, budget, key)) + _capped(rows, arm, budget)
+                            for budget in budgets), seeds])
     return _table(header, body)
+
+
+def _capped(rows: Sequence[Mapping], arm: str, budget: int) -> str:
+    """' (capped)' beside a SetFit number whose training stopped at its step cap, not SetFit's own count."""
+    cells = [row for row in rows if row["arm"] == arm and row["train_examples"] == budget]
+    return " (capped)" if any(row.get("setfit_max_steps") and row.get("setfit_steps", 0) >= row["setfit_max_steps"]
+                              for row in cells) else ""
+
+
+def _setfit_section(rows: Sequence[Mapping], budgets: Sequence[int]) -> list[str]:
+    """What SetFit trained on: pairs and steps of its body (mean over seeds), and its cap, if any."""
+    body = []
+    for arm in _arms_in_order(rows):
+        for budget in budgets:
+            cells = [row for row in rows if row["arm"] == arm and row["train_examples"] == budget
+                     and row.get("setfit_pairs") is not None]
+            if cells:
+                caps = {row.get("setfit_max_steps") for row in cells}
+                body.append([arm, _budget_header(rows, budget),
+                             f"{statistics.fmean(r['setfit_pairs'] for r in cells):,.0f}",
+                             f"{statistics.fmean(r['setfit_steps'] for r in cells):,.0f}",
+                             "none: SetFit's defaults" if caps == {None} else ", ".join(map(str, sorted(caps - {None})))])
+    return ["## SetFit's training", "",
+            "Pairs and steps its body was trained on (mean over seeds); a cap, where one was set, is marked "
+            "'(capped)' beside the numbers it stopped.", "",
+            _table(["Arm", "Labels", "Pairs", "Steps", "Step cap"], body, left_columns=2)]
 
 
 def _multiplier_section(rows: Sequence[Mapping], efficiency: Mapping, heading: str = "##") -> list[str]:
@@ -179,6 +206,8 @@ def summary_markdown(rows: Sequence[Mapping], efficiency: Mapping | None, title:
         for other in (efficiency.get("other_references") or {}).values():
             lines += [*_multiplier_section(rows, other), ""]
     lines += ["## Time per cell", "", _timing_table(rows, arms), ""]
+    if any(row.get("setfit_pairs") is not None for row in rows):
+        lines += [*_setfit_section(rows, budgets), ""]
     if any(row.get("self_training") for row in rows):
         lines += [*_self_training_section(rows, budgets), ""]
     if ablations:
