@@ -90,6 +90,12 @@ def write_recipe(path: Path, recipe: dict) -> Path:
     return path
 
 
+# The awd_run fixture's card section: a recipe that reuses its folders gives the same, since a run or
+# sweep that finds a stage current re-renders its card from the recipe's card section.
+TINY_CARD = {"license": "mit", "tags": ["topics"], "classifier_tags": ["topic-classification"],
+             "citations": ["@misc{topic-texts,\n  title = {Topic texts for tests}\n}"]}
+
+
 @pytest.fixture(scope="session")
 def awd_run(tmp_path_factory, topic_data):
     """A tiny all-stages AWD-LSTM run through the CLI, shared by the tests that read its outputs."""
@@ -97,8 +103,7 @@ def awd_run(tmp_path_factory, topic_data):
 
     root = tmp_path_factory.mktemp("awd")
     recipe = tiny_recipe(topic_data, root / "run")
-    recipe["card"] = {"license": "mit", "tags": ["topics"], "classifier_tags": ["topic-classification"],
-                      "citations": ["@misc{topic-texts,\n  title = {Topic texts for tests}\n}"]}
+    recipe["card"] = TINY_CARD
     recipe = write_recipe(root / "recipe.yaml", recipe)
     assert main(["run", str(recipe)]) == 0
     return root, recipe

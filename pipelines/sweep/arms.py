@@ -102,7 +102,9 @@ def build_arm(base: LoadedRecipe, name: str, seen: tuple[str, ...] = ()) -> Arm:
     # run.seed draws the cells' test subset (and a carved test split, word2vec's training, a random
     # probe body): an arm without LM stages, whose fingerprints hold it, would otherwise ignore it.
     identity = {"method": definition.method, "classify": method.reads(recipe.stage_identity("classify")),
-                "lm": recipe.fingerprints(), "options": dataclasses.asdict(options) if options else None,
+                # (options left at None are the method's own defaults: adding such an option stales no cell)
+                "lm": recipe.fingerprints(),
+                "options": {k: v for k, v in dataclasses.asdict(options).items() if v is not None} if options else None,
                 "run_seed": base.config.run.seed,
                 "self_training": None if definition.self_training is None else {
                     **dataclasses.asdict(definition.self_training), "student": student and student.fingerprint}}

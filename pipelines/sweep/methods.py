@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,14 +16,29 @@ import numpy as np
 
 from ..errors import RecipeError
 from ..outputs import remove_output
-from .cell_method import CellMethod, Fitted, all_classes
-from .setfit_method import SetFit
+from .cell_method import CellMethod, Fitted, all_classes, existing_folder
+from .setfit_method import SetFit, SetFitOptions, checked, contrastive_body
+
+
+@dataclass
+class FineTuneOptions:
+    # SetFit's contrastive step on the body (pairs of the cell's labeled examples) before the classifier
+    # is trained: `contrastive: {}` at SetFit's defaults, or with its settings; none by default.
+    contrastive: SetFitOptions | None = None
 
 
 class FineTune(CellMethod):
-    """The classify stage's training (ULMFiT techniques as the arm's recipe configures them)."""
+    """The classify stage's training (ULMFiT techniques as the arm's recipe configures them), after
+    SetFit's contrastive training of the body when the arm's options ask for it."""
 
-    name, everywhere = "finetune", True
+    name, Options, everywhere = "finetune", FineTuneOptions, True
+
+    @classmethod
+    def options(cls, given, where):
+        options = super().options(given, where)
+        if options.contrastive is not None:
+            checked(options.contrastive, f"{where}: contrastive")
+        return options
 
     def __init__(self, *args):
         super().__init__(*args)
@@ -48,14 +64,21 @@ class FineTune(CellMethod):
 
         cfg = dataclasses.replace(self.arm.classify, examples_per_class=None)
         train = self._tokenized(texts, labels)
-        set_seed(seed)
-        model = build_classifier(cfg, self.tokenizer, self.label_names, self.where)
         self._cells += 1
         work = self.work_dir / f"{self.arm.name}-{self._cells}"
-        # Cells are short: no checkpoints to resume from (a crashed cell is re-run; with a dev split,
-        # weights-only ones per epoch to keep the best); one progress bar is the sweep's.
-        trainer, metrics = fit(cfg, model, self.tokenizer, train, seed, str(work), quiet=True,
-                               save_strategy="no", disable_tqdm=True)
+        details = {}
+        with tempfile.TemporaryDirectory(prefix="contrastive-", dir=existing_folder(self.work_dir)) as scratch:
+            if self.arm.options.contrastive is not None:  # the classifier then starts from the trained body
+                pairs, details = contrastive_body(cfg.init_from, cfg.max_length, texts, labels, seed,
+                                                  self.arm.options.contrastive, scratch)
+                pairs.model.model_body.save(f"{scratch}/body")
+                cfg = dataclasses.replace(cfg, init_from=f"{scratch}/body")
+            set_seed(seed)
+            model = build_classifier(cfg, self.tokenizer, self.label_names, self.where)
+            # Cells are short: no checkpoints to resume from (a crashed cell is re-run; with a dev split,
+            # weights-only ones per epoch to keep the best); one progress bar is the sweep's.
+            trainer, metrics = fit(cfg, model, self.tokenizer, train, seed, str(work), quiet=True,
+                                   save_strategy="no", disable_tqdm=True)
         # (a dev split's per-epoch weights; the model is in memory once every process has loaded the best)
         self.state.wait_for_everyone()
         if self.state.is_main_process:
@@ -71,8 +94,8 @@ class FineTune(CellMethod):
             return save_classifier(trainer.model, self.tokenizer, self.label_names, folder)
 
         return Fitted(predict_proba, metrics["train_runtime"],
-                      {k: metrics[k] for k in ("dev_examples", "chosen_epoch")}, save, self.arm,
-                      {**metrics, "train_examples": len(texts)})
+                      {**{k: metrics[k] for k in ("dev_examples", "chosen_epoch")}, **details}, save, self.arm,
+                      {**metrics, **details, "train_examples": len(texts)})
 
     def _encode(self, texts: list[str]):
         """Tokenized texts; the last few sets are kept (the test split is encoded once per arm)."""

@@ -41,46 +41,61 @@ class SetFit(CellMethod):
 
     @classmethod
     def options(cls, given, where):
-        try:
-            import setfit  # noqa: F401
-        except ImportError:
-            raise RecipeError(f"{where}: method setfit needs the setfit package: pip install 'lm-transfer[setfit]' "
-                              "(in a checkout: pip install -e '.[setfit]')") from None
-        options = super().options(given, where)
-        bad = {k: v for k, v in dataclasses.asdict(options).items() if v is not None and v <= 0}
-        if bad:
-            raise RecipeError(f"{where}: options: {', '.join(f'{k}={v}' for k, v in bad.items())}: must be positive "
-                              "(or left out: SetFit's own default)")
-        return options
+        return checked(super().options(given, where), where)
 
     def fit(self, texts, labels, seed):
         import tempfile
 
-        from datasets import Dataset
-        from setfit import SetFitModel, Trainer, TrainingArguments
-        from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-        from ..backbones import resolve_checkpoint
-
         options = self.arm.options
         started = time.time()
-        model = SetFitModel.from_pretrained(resolve_checkpoint(self.arm.classify.init_from))
-        model.model_body.max_seq_length = self.arm.classify.max_length
         with tempfile.TemporaryDirectory(prefix="setfit-", dir=existing_folder(self.work_dir)) as scratch:
-            # save_strategy "no": SetFit otherwise writes checkpoints into ./checkpoints
-            given = {k: v for k, v in dataclasses.asdict(options).items() if v is not None}
-            args = TrainingArguments(**given, seed=seed, report_to="none", save_strategy="no", output_dir=scratch,
-                                     logging_strategy="no", show_progress_bar=False)
-            # (an in-memory dataset: SetFit's model-card callback looks a cached one up on the Hub)
-            trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_dict({"text": texts, "label": labels}))
-            for callback in (PrinterCallback, ProgressCallback):  # one progress bar: the sweep's
-                trainer.remove_callback(callback)
-            trainer.train()
-            trained = {"setfit_pairs": len(trainer.st_trainer.train_dataset),
-                       "setfit_steps": trainer.st_trainer.state.global_step, "setfit_max_steps": options.max_steps}
+            trainer, trained = contrastive_body(self.arm.classify.init_from, self.arm.classify.max_length, texts,
+                                                labels, seed, options, scratch)
+            trainer.train_classifier(texts, labels)  # SetFit's second step: its head on the trained body's vectors
+        model = trainer.model
 
         def predict_proba(batch):
             probabilities = np.asarray(model.predict_proba(batch, as_numpy=True))
             return all_classes(model.model_head, probabilities, self.label_names)
 
         return Fitted(predict_proba, time.time() - started, details=trained)
+
+
+def checked(options: SetFitOptions, where: str) -> SetFitOptions:
+    """SetFit's settings, refused (one line) without the setfit package or with a value not positive."""
+    try:
+        import setfit  # noqa: F401
+    except ImportError:
+        raise RecipeError(f"{where}: SetFit's training needs the setfit package: pip install 'lm-transfer[setfit]' "
+                          "(in a checkout: pip install -e '.[setfit]')") from None
+    bad = {k: v for k, v in dataclasses.asdict(options).items() if v is not None and v <= 0}
+    if bad:
+        raise RecipeError(f"{where}: options: {', '.join(f'{k}={v}' for k, v in bad.items())}: must be positive "
+                          "(or left out: SetFit's own default)")
+    return options
+
+
+def contrastive_body(checkpoint: str, max_length: int, texts: list[str], labels: list[int], seed: int,
+                     options: SetFitOptions, scratch: str):
+    """SetFit's first step: the sentence encoder `checkpoint` fine-tuned on pairs of the labeled examples
+    (same class: similar; other classes: not), at SetFit's defaults unless `options` set them. Returns
+    SetFit's trainer (its model holds the trained body) and the row's record of what it trained."""
+    from datasets import Dataset
+    from setfit import SetFitModel, Trainer, TrainingArguments
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    from ..backbones import resolve_checkpoint
+
+    model = SetFitModel.from_pretrained(resolve_checkpoint(checkpoint))
+    model.model_body.max_seq_length = max_length
+    # save_strategy "no": SetFit otherwise writes checkpoints into ./checkpoints
+    given = {k: v for k, v in dataclasses.asdict(options).items() if v is not None}
+    args = TrainingArguments(**given, seed=seed, report_to="none", save_strategy="no", output_dir=scratch,
+                             logging_strategy="no", show_progress_bar=False)
+    # (an in-memory dataset: SetFit's model-card callback looks a cached one up on the Hub)
+    trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_dict({"text": texts, "label": labels}))
+    for callback in (PrinterCallback, ProgressCallback):  # one progress bar: the sweep's
+        trainer.remove_callback(callback)
+    trainer.train_embeddings(texts, labels)
+    return trainer, {"setfit_pairs": len(trainer.st_trainer.train_dataset),
+                     "setfit_steps": trainer.st_trainer.state.global_step, "setfit_max_steps": options.max_steps}
