@@ -70,6 +70,16 @@ def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
+def save_tokenizer(tokenizer: PreTrainedTokenizerBase, folder, model_max_length: int) -> None:
+    """Saves the tokenizer saying how many tokens its model reads (so `truncation=True`, a pipeline and
+    sentence-transformers cut there), leaving the live tokenizer's own length as it was."""
+    reads, tokenizer.model_max_length = tokenizer.model_max_length, model_max_length
+    try:
+        tokenizer.save_pretrained(folder)
+    finally:
+        tokenizer.model_max_length = reads
+
+
 def is_masked_lm(config) -> bool:
     """Encoder checkpoints (BERT, RoBERTa, MiniLM, ...) are fine-tuned with the masked-LM objective."""
     return config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not getattr(config, "is_decoder", False)

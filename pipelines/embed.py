@@ -52,6 +52,7 @@ class Encoder:
         """The encoder as a model folder that sentence-transformers (and `AutoModel`) load and that
         makes these same vectors: the body as a TransferEncoder (BPT3C, backward reading, this
         length), its tokenizer and the sentence-transformers files for this pooling."""
+        from .backbones import save_tokenizer
         from .models.classifier import TransferClassifierConfig, TransferEncoder, hidden_width
         from .sentence_encoder import write_files
 
@@ -60,11 +61,7 @@ class Encoder:
         config = TransferClassifierConfig(backbone=body.config.to_dict(), pooling=reads.pooling,
                                           direction=reads.direction, bptt=reads.bptt, max_tokens=self.max_length)
         TransferEncoder(config, backbone=body).save_pretrained(folder)
-        model_max_length, self.tokenizer.model_max_length = self.tokenizer.model_max_length, self.max_length
-        try:
-            self.tokenizer.save_pretrained(folder)
-        finally:
-            self.tokenizer.model_max_length = model_max_length
+        save_tokenizer(self.tokenizer, folder, self.max_length)
         write_files(folder, reads.pooling, self.max_length, hidden_width(body.config), normalize)
 
     def describe(self) -> dict:

@@ -130,8 +130,13 @@ def check_stage_outputs(recipe, only: str | None = None) -> None:
     data = data_paths(recipe)
     for name in recipe.config.run.stages:
         if only in (None, name):
-            check_output_folder(f"{recipe.path}: {name}.output_dir", recipe.stage(name).output_dir, data,
-                                siblings=(".partial", ".work"))
+            check_stage_output(recipe, name, data)
+
+
+def check_stage_output(recipe, name: str, data_paths: Iterable[str]) -> None:
+    """A stage's output folder, and the .partial and .work beside it (check_output_folder)."""
+    check_output_folder(f"{recipe.path}: {name}.output_dir", recipe.stage(name).output_dir, data_paths,
+                        siblings=(".partial", ".work"))
 
 
 @contextlib.contextmanager

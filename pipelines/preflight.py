@@ -22,8 +22,8 @@ from .backbones import resolve_checkpoint, tokenizer_source
 from .config import ClassifyStage, EmbedStage, LMStage, LoadedRecipe, ModelConfig, TokenizerStage
 from .errors import DataError, RecipeError, first_line
 from .models.awd_lstm import AwdLstmConfig
-from .outputs import check_output_folder
-from .paths import data_paths, local_data_paths, same_folder
+from .outputs import check_output_folder, check_stage_output
+from .paths import data_paths, same_folder
 from .sources import source_name
 from .training_args import check_training_args
 
@@ -113,7 +113,7 @@ def built_by(recipe: LoadedRecipe) -> set[str]:
 def check_stage_setup(recipe: LoadedRecipe, name: str) -> None:
     """The stage's output folder, the models and tokenizers it starts from, its model.config keys."""
     stage, where = recipe.stage(name), f"{recipe.path}: {name}"
-    check_output_folder(f"{where}.output_dir", stage.output_dir, data_paths(recipe), siblings=(".partial", ".work"))
+    check_stage_output(recipe, name, data_paths(recipe))
     built = built_by(recipe)
     if isinstance(stage, TokenizerStage):
         _check_model(f"{where}.from_checkpoint", stage.from_checkpoint, "tokenizer", built)

@@ -12,7 +12,7 @@ from transformers import AutoModel, DataCollatorWithPadding, set_seed
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from ..backbones import (body_config, load_body, load_tokenizer, new_language_model, random_body_like,
-                         tokenizer_source)
+                         save_tokenizer, tokenizer_source)
 from ..config import ClassifyStage
 from ..data import classification_splits, dev_split_indices
 from ..errors import RecipeError
@@ -172,12 +172,7 @@ def save_classifier(model, tokenizer, label_names: list[str], folder):
     model.config.id2label = dict(enumerate(label_names))
     model.config.label2id = {n: i for i, n in enumerate(label_names)}
     model.save_pretrained(folder)
-    # The saved tokenizer says how many tokens the model reads, so pipeline(truncation=True) cuts there.
-    reads, tokenizer.model_max_length = tokenizer.model_max_length, model.config.max_tokens
-    try:
-        tokenizer.save_pretrained(folder)
-    finally:
-        tokenizer.model_max_length = reads
+    save_tokenizer(tokenizer, folder, model.config.max_tokens)
     # (sentence-transformers then reads it as `lm-transfer embed` does: its pooling, its length)
     write_files(folder, model.config.pooling, model.config.max_tokens, hidden_width(model.backbone.config))
     return model

@@ -14,7 +14,7 @@ import datasets
 from datasets import IterableDataset
 from transformers import DataCollatorForLanguageModeling, TrainerCallback
 
-from ..backbones import load_language_model, load_tokenizer, new_language_model, tokenizer_source
+from ..backbones import load_language_model, load_tokenizer, new_language_model, save_tokenizer, tokenizer_source
 from ..data import lm_text_splits
 from ..lm_data import ShuffledBlocks, StreamBlocks, token_file
 from ..errors import RecipeError
@@ -82,11 +82,10 @@ def run(ctx) -> dict:
     # 6. save what goes to the Hub: weights, config, tokenizer (not Trainer's training_args.bin)
     if ctx.state.is_main_process:
         trainer.model.save_pretrained(ctx.partial_dir)
-        tokenizer.model_max_length = trained_length(tokenizer.model_max_length, cfg.block_size, carry_state)
-        tokenizer.save_pretrained(ctx.partial_dir)
+        length = trained_length(tokenizer.model_max_length, cfg.block_size, carry_state)
+        save_tokenizer(tokenizer, ctx.partial_dir, length)
         if cfg.direction == "forward":  # (a backward LM reads reversed text, which AutoModel alone would not)
-            write_files(ctx.partial_dir, "mean", language_model_reads(getattr(model, "is_recurrent", False),
-                                                                     tokenizer.model_max_length),
+            write_files(ctx.partial_dir, "mean", language_model_reads(getattr(model, "is_recurrent", False), length),
                         hidden_width(model.config))
     tokens_per_block = len(tokens["train"]) / len(blocks["train"])
     steps_run = trainer.state.global_step - (checkpoint_step(resume) if resume else 0)  # (a resumed run: its own)
