@@ -19,7 +19,7 @@ WARM_IMPORTS = import pipelines.runner, pipelines.sweep, pipelines.predict, pipe
                pipelines.stages.lm, pipelines.stages.classify, pipelines.stages.tokenizer, pipelines.stages.embed, \
                transformers; transformers.LlamaForCausalLM, transformers.Trainer, transformers.pipeline
 
-.PHONY: help setup extras demo test bench compare-architectures run pretrain finetune classify embed search label-efficiency predict publish validate clean
+.PHONY: help setup extras demo test bench compare-architectures run pretrain finetune classify embed search label-efficiency train predict publish validate clean
 
 help:
 	@echo "make demo                      ULMFiT on BBC News, offline: about 6 minutes on 2 CPU cores with native bf16, 9 without"
@@ -29,6 +29,7 @@ help:
 	@echo "make run RECIPE=... ARGS=...   all stages of a recipe under accelerate launch"
 	@echo "make pretrain|finetune|classify RECIPE=...   one stage"
 	@echo "make label-efficiency RECIPE=... ARGS=...   the recipe's label-efficiency sweep (summary.md, curve.png)"
+	@echo "make train DATA=my_labels.csv  a classifier from your labels (text,label CSV), the method chosen for the data"
 	@echo "make predict RUN=<classifier folder> DATA=<file or folder> [OUTPUT=predictions.csv]"
 	@echo "                               label a file's texts (accuracy and macro-F1 when it has labels)"
 	@echo "make embed RECIPE=...          the recipe's embed stage: its texts as vectors (e.g. runs/demo-bbc/embeddings)"
@@ -90,6 +91,12 @@ classify: setup
 
 label-efficiency: extras
 	$(call CHECK_FIRST,$(RECIPE)) $(LAUNCH) sweep $(RECIPE) $(ARGS)
+
+# A classifier from a CSV of labels (recipes/few_labels.yaml: the method chosen for the data).
+TRAIN_RECIPE ?= recipes/few_labels.yaml
+train: extras
+	@test -n "$(DATA)" || { echo "usage: make train DATA=my_labels.csv [ARGS='train.arm=setfit run.output_dir=runs/mine']"; exit 2; }
+	$(BIN)/lm-transfer train $(TRAIN_RECIPE) data.path=$(DATA) $(ARGS)
 
 # With RUN (a model folder or checkpoint) and DATA: those texts; else the recipe's embed stage.
 EMBEDDINGS ?= embeddings

@@ -10,6 +10,10 @@ recipe's sweep on each at 8 labels per class:
     .venv/bin/python benchmarks/short_texts.py            # all four, 3 seeds
     .venv/bin/python benchmarks/short_texts.py --datasets subj cr
     .venv/bin/python benchmarks/short_texts.py --prepare-only
+    .venv/bin/python benchmarks/short_texts.py --dev --arms setfit setfit_self   # choosing methods
+
+`--dev` scores on a dev split carved from each train split (20 %, stratified, seeded; train loses it
+for every stage) instead of the test split: what methods and settings are chosen on.
 
 Data, models and summaries go to runs/short-texts/ (never committed). The recipe is used unchanged
 except where the data is, two more arms (PROBE_STUDENT_ARMS below), the budget (8 per class) and the masked-LM
@@ -87,17 +91,24 @@ def main() -> None:
                         help="the BBC articles, headline on the first line (the packaged corpus or ../shared/data/bbc)")
     parser.add_argument("--datasets", nargs="+", default=[*DERIVED, *SHARED], choices=[*DERIVED, *SHARED])
     parser.add_argument("--seeds", default="[0,1,2]")
+    parser.add_argument("--arms", nargs="+", help="these arms instead of the recipe's and the probe students'")
+    parser.add_argument("--dev", action="store_true", help="score on a dev split carved from train, not the test split")
     parser.add_argument("--prepare-only", action="store_true")
     args = parser.parse_args()
     os.chdir(ROOT)
     splits, data = load_articles(args.source) if set(args.datasets) & set(DERIVED) else (None, None)
-    arms = ",".join([*load_recipe(RECIPE).config.sweep.arms, *PROBE_STUDENT_ARMS])
+    arms = ",".join(args.arms or [*load_recipe(RECIPE).config.sweep.arms, *PROBE_STUDENT_ARMS])
+    output = f"{OUTPUT}-dev" if args.dev else OUTPUT
     for name in args.datasets:
         folder = write_dataset(name, splits, data) if name in DERIVED else SHARED[name]
-        run_name = f"bbc-{name}" if name in DERIVED else name
-        overrides = [f"data.path={folder}", f"run.output_dir={OUTPUT}/{name}", f"run.name={run_name}",
+        run_name = (f"bbc-{name}" if name in DERIVED else name) + ("-dev" if args.dev else "")
+        overrides = [f"data.path={folder}", f"run.output_dir={output}/{name}", f"run.name={run_name}",
                      f"sweep.arms=[{arms}]", "sweep.examples_per_class=[8]", f"sweep.seeds={args.seeds}",
                      "lm_finetune.training.max_steps=60"]
+        if args.dev:  # (a split named dev: the CSVs' and the Hub datasets' own test splits are not read)
+            overrides += ["data.test_split=dev", "data.test_fraction=0.2"]
+        if args.arms and "checkpoint_finetune" not in args.arms:  # (the recipe's reference arm)
+            overrides.append(f"sweep.reference={args.arms[0]}")
         command = ["make", "label-efficiency", f"RECIPE={RECIPE}", f"ARGS={' '.join(overrides)}"]
         print("$", " ".join(command[:3]), f"ARGS=\"{' '.join(overrides)}\"", flush=True)
         if not args.prepare_only:

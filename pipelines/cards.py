@@ -137,7 +137,7 @@ def render_card(folder: Path, stage: str, recipe_path: str, resolved: dict, metr
     if classifier:
         pipeline_tag, task = "text-classification", "text-classification"
         results = [("accuracy", "Accuracy", metrics["test_accuracy"], None),
-                   ("f1", "Macro-F1", metrics["test_f1_macro"], {"average": "macro"})]
+                   ("f1", "Macro-F1", metrics["test_f1_macro"], {"average": "macro"})] if "test_accuracy" in metrics else []
         split = data["test_split"]
         if data.get("max_test_examples"):
             split += f" (stratified subset of {metrics['test_examples']:,})"
@@ -166,7 +166,7 @@ def render_card(folder: Path, stage: str, recipe_path: str, resolved: dict, metr
         license=card_section.get("license"), language=card_section.get("language") or None,
         library_name="transformers",
         pipeline_tag=pipeline_tag, tags=tags, datasets=datasets or None,
-        base_model=hub_id(base), eval_results=eval_results)
+        base_model=hub_id(base), eval_results=eval_results or None)
     training = section.get("training", {})
     values = dict(
         model_name=model_name, stage=stage, recipe_path=recipe_path,

@@ -12,7 +12,7 @@ import sys
 from . import register_models
 from .config import POOLINGS
 from .errors import LmTransferError
-from .outputs import check_stage_outputs
+from .outputs import check_output_folder, check_stage_outputs
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -26,6 +26,10 @@ def _parser() -> argparse.ArgumentParser:
     sweep = commands.add_parser("sweep", help="label-efficiency sweep: the recipe's arms x label budgets x seeds")
     sweep.add_argument("recipe")
     sweep.add_argument("overrides", nargs="*", help="dotted overrides, e.g. sweep.seeds=[0,1]")
+    train = commands.add_parser("train", help="train one method on all of a dataset's labels (and its unlabeled "
+                                "text) into a classifier folder, e.g. recipes/few_labels.yaml data.path=my.csv")
+    train.add_argument("recipe")
+    train.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.path=my_labels.csv train.arm=setfit")
     validate = commands.add_parser("validate", help="check recipes, their data and the models they start from; "
                                                      "train nothing")
     validate.add_argument("recipes", nargs="+")
@@ -82,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     """Each command checks what it can without torch first (arguments, the recipe), then imports
     what it needs: a mistake is answered in well under a second."""
     args = _parser().parse_args(argv)
-    commands = {"run": _run, "sweep": _sweep, "validate": _validate, "predict": _predict, "embed": _embed,
+    commands = {"run": _run, "sweep": _sweep, "train": _train, "validate": _validate, "predict": _predict, "embed": _embed,
                 "search": _search, "publish": _publish}
     try:
         return commands[args.command](args)
@@ -195,6 +199,21 @@ def _run(args) -> int:
     results = run_recipe(recipe, only=args.stage, force=args.force)
     if PartialState().is_main_process:
         print("\n" + summary_table(recipe, results))
+    return 0
+
+
+def _train(args) -> int:
+    from .config import load_recipe
+
+    from .recipe_checks import check_train_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    # (before torch is imported: a missing section or data, or a user's folder, is answered at once)
+    check_output_folder(f"{recipe.path}: train.output_dir", check_train_recipe(recipe).output_dir, siblings=(".work",))
+    register_models()
+    from .sweep.train import train_model
+
+    train_model(recipe)
     return 0
 
 

@@ -20,7 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from .errors import RecipeError
 from .paths import same_folder
-from .sweep_config import ArmSection, SelfTrainingSection, SweepSection
+from .sweep_config import ArmSection, SelfTrainingSection, SweepSection, TrainSection
 
 STAGE_KINDS = ("tokenizer", "pretrain", "lm_finetune", "classify", "embed")
 # How a document's hidden states become one vector: concat ([last, max, mean], ULMFiT), last, mean.
@@ -219,6 +219,8 @@ class Recipe:
     embed: Optional[EmbedStage] = None
     # Label-efficiency sweep (lm-transfer sweep): arms x budgets x seeds.
     sweep: Optional[SweepSection] = None
+    # One method trained on all the labels (lm-transfer train); its arms are the sweep section's.
+    train: Optional[TrainSection] = None
     # Model-card metadata for every stage's folder (README.md).
     card: CardSection = field(default_factory=CardSection)
 

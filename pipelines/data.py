@@ -183,21 +183,22 @@ def dev_split_indices(labels: list[int] | np.ndarray, fraction: float, seed: int
     return stratified_holdout(labels, fraction, seed, stream=1)
 
 
-def classification_splits(data: DataConfig, examples_per_class: int | None, seed: int):
+def classification_splits(data: DataConfig, examples_per_class: int | None, seed: int, test_required: bool = True):
     """(train, test, label_names) with the columns renamed to `text` / `label`. Fails when an example
-    has no label or the test split has a label the training split never shows."""
+    has no label or the test split has a label the training split never shows. With `test_required`
+    off, data.test_split may be null: test is then None."""
     splits = load_splits(data)
     train = _split(splits, data.train_split, data)
-    if data.test_split is None:
+    if data.test_split is None and test_required:
         raise DataError("data.test_split: classification needs a test split (or data.test_fraction to carve one)")
-    test = _split(splits, data.test_split, data)
-    for ds in (train, test):
+    test = None if data.test_split is None else _split(splits, data.test_split, data)
+    for ds in (train, *([test] if test is not None else [])):
         _require_column(ds, data.text_column, data, "text")
         _require_column(ds, data.label_column, data, "label")
     train = _non_empty(train, data, data.train_split)
-    test = _non_empty(test, data, data.test_split)
+    test = None if test is None else _non_empty(test, data, data.test_split)
     feature = train.features[data.label_column]
-    train_labels, test_labels = label_names_of(train, data), label_names_of(test, data)
+    train_labels, test_labels = label_names_of(train, data), (label_names_of(test, data) if test is not None else [])
     # A ClassLabel keeps its ids; plain strings or ints: classes in sorted order.
     names = list(feature.names) if isinstance(feature, ClassLabel) else sorted(set(train_labels) - {None})
     for split, values in ((data.train_split, train_labels), (data.test_split, test_labels)):
@@ -216,7 +217,7 @@ def classification_splits(data: DataConfig, examples_per_class: int | None, seed
         ds = ds.select_columns([data.text_column]).add_column("label", [to_id[v] for v in labels])
         return ds.rename_column(data.text_column, "text") if data.text_column != "text" else ds
 
-    train, test = normalise(train, train_labels), normalise(test, test_labels)
+    train, test = normalise(train, train_labels), None if test is None else normalise(test, test_labels)
     if examples_per_class is not None:
         counts = np.bincount(np.asarray(train["label"]), minlength=len(names))
         short = [f"'{names[i]}' ({c})" for i, c in enumerate(counts) if c < examples_per_class]
@@ -226,7 +227,7 @@ def classification_splits(data: DataConfig, examples_per_class: int | None, seed
                             f"'{data.label_column}'); set classify.examples_per_class to at most {counts.min()}, or "
                             "add examples of those classes (or remove the classes from both splits)")
         train = train.select(stratified_indices(train["label"], examples_per_class, seed))
-    if data.max_test_examples is not None and len(test) > data.max_test_examples:
+    if test is not None and data.max_test_examples is not None and len(test) > data.max_test_examples:
         per_class = max(1, data.max_test_examples // len(names))
         test = test.select(stratified_indices(test["label"], per_class, seed=0))
     return train, test, names

@@ -41,7 +41,7 @@ def check_recipe(loaded: LoadedRecipe) -> None:
         stage = getattr(recipe, name)
         if hasattr(stage, "training"):
             check_training_section(stage.training, where=f"{path}: {name}.training")
-        _check_data(path, f"{name}.data", stage.data, labeled=isinstance(stage, ClassifyStage))
+        check_data(path, f"{name}.data", stage.data, labeled=isinstance(stage, ClassifyStage))
         if isinstance(stage, ClassifyStage):
             _check_no_leak(path, recipe, name)
         if isinstance(stage, (LMStage, ClassifyStage)):
@@ -92,7 +92,21 @@ def check_recipe(loaded: LoadedRecipe) -> None:
             _at_least(path, f"{name}.min_frequency", stage.min_frequency, 1)
 
 
-def _check_data(path: str, key: str, data: DataConfig, labeled: bool) -> None:
+def check_train_recipe(loaded: LoadedRecipe):
+    """The train section (lm-transfer train) and the data it reads, without reading it; returns the section."""
+    path, recipe = loaded.path, loaded.config
+    if recipe.train is None:
+        raise RecipeError(f"{path}: no train section (see recipes/few_labels.yaml for one)")
+    if recipe.sweep is None:
+        raise RecipeError(f"{path}: train: its arms are the sweep section's (sweep.checkpoint, sweep.arm_definitions): "
+                          "add one (see recipes/few_labels.yaml)")
+    if recipe.classify is None:
+        raise RecipeError(f"{path}: train: needs a classify section (the classifier's data and length)")
+    check_data(path, "classify.data", recipe.classify.data, labeled=True)
+    return recipe.train
+
+
+def check_data(path: str, key: str, data: DataConfig, labeled: bool) -> None:
     """What can be told about a stage's data without reading it: where it is, value ranges."""
     if data.path is None and not data.files:
         raise RecipeError(f"{path}: {key}.path: required (a Hub id, a local folder or file), or {key}.files")

@@ -96,3 +96,15 @@ class SweepSection:
     # Keep each fine-tuned cell's classifier in <output_dir>/models/<arm>-<per class>-<seed>, with
     # metrics.json, recipe.yaml and its card, so `lm-transfer publish` takes it (one model per cell).
     save_models: bool = False
+
+
+@dataclass
+class TrainSection:
+    """`lm-transfer train`: one method, an arm of the sweep's kind, trained on every labeled example of
+    the train split (self-trained on the data's unlabeled splits when the arm says so) and written
+    as one classifier folder."""
+
+    # An arm (pipelines/sweep/arms.yaml, or the recipe's sweep.arm_definitions) whose method keeps a
+    # model, or auto: chosen by what the data is (pipelines/sweep/choose.py).
+    arm: str = "auto"
+    output_dir: str = MISSING

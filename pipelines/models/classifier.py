@@ -34,6 +34,12 @@ class TransferClassifierConfig(PreTrainedConfig):
     # Documents are cut to this many tokens (BPT3C reads them in bptt-sized chunks). Not named
     # max_length: transformers treats that name as a generation parameter.
     max_tokens: int = 512
+    # mlp: ULMFiT's head (PoolingHead); linear: one linear layer, as a logistic-regression head fitted on
+    # the pooled vectors becomes (pipelines/linear_head.py).
+    head: str = "mlp"
+    # Each pooled vector scaled to length 1 before the head (and in `embed`), as a sentence encoder
+    # with a Normalize module (all-MiniLM-L6-v2's) gives it to SetFit's head.
+    normalize: bool = False
 
 
 class PoolingHead(nn.Module):
@@ -49,12 +55,6 @@ class PoolingHead(nn.Module):
         self.out_proj = nn.Linear(hidden, num_labels)
         self.dropout = nn.Dropout(dropout)
 
-    @classmethod
-    def for_config(cls, config, width: int) -> "PoolingHead":
-        """The head a classifier config asks for, over a body whose hidden states are `width` wide."""
-        pooled = 3 * width if config.pooling == "concat" else width
-        return cls(pooled, config.head_hidden, config.num_labels, config.head_dropout)
-
     def _norm(self, norm: nn.BatchNorm1d, x: torch.Tensor) -> torch.Tensor:
         # A training batch of one document has no batch statistics: use the running ones.
         if self.training and x.size(0) == 1:
@@ -64,6 +64,25 @@ class PoolingHead(nn.Module):
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         x = torch.relu(self.dense(self.dropout(self._norm(self.norm1, pooled))))
         return self.out_proj(self.dropout(self._norm(self.norm2, x)))
+
+
+class LinearHead(nn.Module):
+    """Logits as one linear map of the pooled vector: a logistic-regression head, as weights."""
+
+    def __init__(self, in_features: int, num_labels: int):
+        super().__init__()
+        self.out_proj = nn.Linear(in_features, num_labels)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.out_proj(pooled)
+
+
+def head_for(config, width: int) -> nn.Module:
+    """The head a classifier config asks for, over a body whose hidden states are `width` wide."""
+    pooled = 3 * width if config.pooling == "concat" else width
+    if config.head == "linear":
+        return LinearHead(pooled, config.num_labels)
+    return PoolingHead(pooled, config.head_hidden, config.num_labels, config.head_dropout)
 
 
 def hidden_width(config: PreTrainedConfig) -> int:
@@ -81,7 +100,7 @@ class TransferClassifier(PreTrainedModel):
     def __init__(self, config: TransferClassifierConfig, backbone: PreTrainedModel | None = None):
         super().__init__(config)
         self.backbone = backbone if backbone is not None else AutoModel.from_config(config.backbone)
-        self.head = PoolingHead.for_config(config, hidden_width(config.backbone))
+        self.head = head_for(config, hidden_width(config.backbone))
         self.post_init()
 
     @classmethod
@@ -107,13 +126,13 @@ class TransferClassifier(PreTrainedModel):
 
     def pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return pooled(encode_bpt3c(self.backbone, input_ids, attention_mask, self.config.bptt), attention_mask,
-                      self.config.pooling)
+                      self.config.pooling, self.config.normalize)
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Each document's vector as the head reads it (read_documents, pooled). Also what `lm-transfer
         embed` and the frozen probe use."""
         hidden, attention_mask = read_documents(self.backbone, self.config, input_ids, attention_mask)
-        return pooled(hidden, attention_mask, self.config.pooling)
+        return pooled(hidden, attention_mask, self.config.pooling, self.config.normalize)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, **kwargs) -> SequenceClassifierOutput:
@@ -133,12 +152,12 @@ class AwdLstmForSequenceClassification(TransferClassifier):
 
     def __init__(self, config: AwdLstmConfig):
         defaults = TransferClassifierConfig()
-        for key in ("pooling", "direction", "head_hidden", "head_dropout", "bptt", "max_tokens"):
+        for key in ("pooling", "direction", "head_hidden", "head_dropout", "bptt", "max_tokens", "head", "normalize"):
             if not hasattr(config, key):
                 setattr(config, key, getattr(defaults, key))
         PreTrainedModel.__init__(self, config)
         self.model = AwdLstmModel(config)
-        self.head = PoolingHead.for_config(config, config.embedding_size)
+        self.head = head_for(config, config.embedding_size)
         self.post_init()
 
     @property
@@ -170,7 +189,8 @@ class TransferEncoder(PreTrainedModel):
                 **kwargs) -> BaseModelOutputWithPooling:
         hidden, attention_mask = read_documents(self.backbone, self.config, input_ids, attention_mask)
         return BaseModelOutputWithPooling(last_hidden_state=hidden,
-                                          pooler_output=pooled(hidden, attention_mask, self.config.pooling))
+                                          pooler_output=pooled(hidden, attention_mask, self.config.pooling,
+                                                               self.config.normalize))
 
 
 def read_documents(body: PreTrainedModel, config: TransferClassifierConfig, input_ids: torch.Tensor,
@@ -185,11 +205,13 @@ def read_documents(body: PreTrainedModel, config: TransferClassifierConfig, inpu
     return encode_bpt3c(body, input_ids, attention_mask, config.bptt), attention_mask
 
 
-def pooled(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
-    """One vector per document: concat ([last, max, mean]), last or mean over the non-padding positions."""
+def pooled(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str, normalize: bool = False) -> torch.Tensor:
+    """One vector per document: concat ([last, max, mean]), last or mean over the non-padding positions;
+    scaled to length 1 when `normalize`."""
     vectors = concat_pool(hidden, attention_mask)
     width = hidden.size(-1)
-    return {"concat": vectors, "last": vectors[:, :width], "mean": vectors[:, 2 * width:]}[pooling]
+    vectors = {"concat": vectors, "last": vectors[:, :width], "mean": vectors[:, 2 * width:]}[pooling]
+    return nn.functional.normalize(vectors, dim=-1) if normalize else vectors
 
 
 AutoConfig.register("lm_transfer_classifier", TransferClassifierConfig, exist_ok=True)

@@ -174,5 +174,6 @@ def save_classifier(model, tokenizer, label_names: list[str], folder):
     model.save_pretrained(folder)
     save_tokenizer(tokenizer, folder, model.config.max_tokens)
     # (sentence-transformers then reads it as `lm-transfer embed` does: its pooling, its length)
-    write_files(folder, model.config.pooling, model.config.max_tokens, hidden_width(model.backbone.config))
+    write_files(folder, model.config.pooling, model.config.max_tokens, hidden_width(model.backbone.config),
+                model.config.normalize)
     return model

@@ -98,7 +98,7 @@ def build_arm(base: LoadedRecipe, name: str, seen: tuple[str, ...] = ()) -> Arm:
     # An ensemble trains nothing of its own: its members' LM stages are built for them.
     recipe = _arm_recipe(base, fragment, where, method.uses_model and not members)
     options = method.options(definition.options, where)
-    student = _student(base, name, definition.self_training, where, seen)
+    student = _student(base, name, method, definition.self_training, where, seen)
     # run.seed draws the cells' test subset (and a carved test split, word2vec's training, a random
     # probe body): an arm without LM stages, whose fingerprints hold it, would otherwise ignore it.
     identity = {"method": definition.method, "classify": method.reads(recipe.stage_identity("classify")),
@@ -132,7 +132,8 @@ def _members(base: LoadedRecipe, name: str, definition: ArmSection, where: str, 
     return members
 
 
-def _student(base: LoadedRecipe, name: str, training: SelfTrainingSection | None, where: str, seen: tuple) -> Arm | None:
+def _student(base: LoadedRecipe, name: str, teacher: type[CellMethod], training: SelfTrainingSection | None, where: str,
+             seen: tuple) -> Arm | None:
     if training is None:
         return None
     if training.unlabeled < 1 or training.rounds < 1 or not 0 < training.keep <= 1:
@@ -146,7 +147,22 @@ def _student(base: LoadedRecipe, name: str, training: SelfTrainingSection | None
     if student.self_training is not None:
         raise RecipeError(f"{where}: self_training.student '{training.student}' is itself self-trained; "
                           "name a plain arm (rounds repeat the teacher-student step)")
+    if keeps_teacher_body(student) and teacher.name != "setfit":
+        raise RecipeError(f"{where}: self_training.student '{training.student}' keeps its teacher's body "
+                          f"(options.keep_teacher_body), which a '{teacher.name}' arm has none of: teach it with a setfit arm")
     return student
+
+
+def keeps_teacher_body(arm: Arm) -> bool:
+    """A student that continues its teacher's model: never an arm of its own."""
+    return bool(getattr(arm.options, "keep_teacher_body", None))
+
+
+def refuse_students_alone(arms: list[Arm], where: str) -> None:
+    alone = [arm.name for arm in arms if keeps_teacher_body(arm)]
+    if alone:
+        raise RecipeError(f"{where}: {', '.join(alone)} continue(s) a teacher's body (options.keep_teacher_body): "
+                          "name it as an arm's self_training.student, not as an arm")
 
 
 def _arm_recipe(base: LoadedRecipe, fragment, where: str, uses_model: bool) -> LoadedRecipe:

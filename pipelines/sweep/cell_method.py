@@ -37,6 +37,7 @@ class Fitted:
     save: Callable[[Path], object] | None = None
     arm: Arm | None = None
     metrics: dict = field(default_factory=dict)
+    model: object = None  # the trained model itself, for a self-training student that continues from it
 
 
 @dataclass
@@ -51,6 +52,11 @@ class CellMethod:
     Options: ClassVar[type] = NoOptions  # the dataclass of the arm's `options`
     uses_model: ClassVar[bool] = True  # reads the classify section's init_from (so its LM stages are built)
     everywhere: ClassVar[bool] = False  # every process trains (Trainer under several processes); else the main one
+
+    # As a self-training student, `fit` is called as fit(texts, labels, seed, teacher=Fitted, labeled=n):
+    # the first n examples are the cell's labeled ones, the rest pseudo-labeled (see learns_from_teacher).
+    def learns_from_teacher(self) -> bool:
+        return False
 
     def __init__(self, arm: Arm, label_names: list[str], state, work_dir: Path):
         self.arm, self.label_names, self.state, self.work_dir = arm, label_names, state, Path(work_dir)

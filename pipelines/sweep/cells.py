@@ -187,23 +187,35 @@ class CellRunner:
         `arm`: an ensemble's member trained in the ensemble's cell."""
         arm = arm or self.arm
         folder = self._folder(arm, per_class, seed)
-        remove_output(folder)
-        model = fitted.save(folder)
-        trained_by = fitted.arm or arm  # (a self-trained cell's student arm)
-        resolved = copy.deepcopy(trained_by.recipe.resolved)
-        resolved["run"].update(name=f"{resolved['run']['name']}-{folder.name}", seed=seed)
-        resolved["classify"].update(output_dir=str(folder), examples_per_class=per_class)
-        resolved["classify"]["data"]["max_test_examples"] = self.arm.recipe.config.sweep.test_examples
-        # Its training's metrics (a self-trained student's count its pseudo-labeled examples too).
-        metrics = {**fitted.metrics, "train_examples": train_examples,  # labeled (pseudo-labeled: in self_training)
-                   "test_accuracy": scores["accuracy"], "test_f1_macro": scores["f1_macro"],
-                   "test_examples": len(self.data.test_texts), "labels": self.data.label_names,
-                   "examples_per_class": per_class, "parameters": sum(p.numel() for p in model.parameters()),
-                   "hardware": describe_hardware(self.state),
-                   "lm_transfer": provenance("classify", arm.fingerprint, trained_by.recipe.path, sweep_cell={
-                       "arm": arm.name, "examples_per_class": per_class, "seed": seed})}
-        write_record(folder, metrics, resolved)
-        write_card(folder, "classify", trained_by.recipe.path, resolved, metrics)
+        test = {"test_accuracy": scores["accuracy"], "test_f1_macro": scores["f1_macro"],
+                "test_examples": len(self.data.test_texts)}
+        keep_model(fitted, arm, folder, seed, self.data.label_names, self.state, train_examples, test,
+                   classify={"examples_per_class": per_class},
+                   data={"max_test_examples": self.arm.recipe.config.sweep.test_examples},
+                   metrics={"examples_per_class": per_class},
+                   built_by={"sweep_cell": {"arm": arm.name, "examples_per_class": per_class, "seed": seed}})
+
+
+def keep_model(fitted: Fitted, arm: Arm, folder: Path, seed: int, label_names: list[str], state, train_examples: int,
+               test: dict, classify: dict, data: dict, metrics: dict, built_by: dict) -> None:
+    """Writes a trained classifier (`fitted.save`) as a model folder like a classify stage's: the
+    weights and tokenizer, metrics.json (its training's, `test`'s scores, `metrics`, and `built_by` in
+    its provenance block), recipe.yaml (the recipe that trained it, `classify` and `data` merged into
+    its classify section) and the card."""
+    remove_output(folder)
+    model = fitted.save(folder)
+    trained_by = fitted.arm or arm  # (a self-trained cell's student arm)
+    resolved = copy.deepcopy(trained_by.recipe.resolved)
+    resolved["run"].update(name=f"{resolved['run']['name']}-{folder.name}", seed=seed)
+    resolved["classify"].update(output_dir=str(folder), **classify)
+    resolved["classify"]["data"].update(data)
+    # Its training's metrics (a self-trained student's count its pseudo-labeled examples too).
+    record = {**fitted.metrics, "train_examples": train_examples,  # labeled (pseudo-labeled: in self_training)
+              **test, "labels": label_names, **metrics, "parameters": sum(p.numel() for p in model.parameters()),
+              "hardware": describe_hardware(state),
+              "lm_transfer": provenance("classify", arm.fingerprint, trained_by.recipe.path, **built_by)}
+    write_record(folder, record, resolved)
+    write_card(folder, "classify", trained_by.recipe.path, resolved, record)
 
 
 @contextmanager

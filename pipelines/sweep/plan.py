@@ -12,7 +12,7 @@ import numpy as np
 from ..config import LoadedRecipe
 from ..data import classification_splits, unlabeled_texts
 from ..errors import DataError, RecipeError
-from .arms import Arm, build_arm
+from .arms import Arm, build_arm, refuse_students_alone
 from .cells import CellData
 
 
@@ -74,6 +74,7 @@ def plan_sweep(recipe: LoadedRecipe) -> Plan:
     if sweep.ablations and sweep.ablation_examples_per_class is None:
         raise RecipeError(f"{where}.ablation_examples_per_class: required with ablations")
     arms = {name: build_arm(recipe, name) for name in dict.fromkeys([*sweep.arms, *ablation_arms])}
+    refuse_students_alone(list(arms.values()), f"{where}.arms")
     # The reference needs cells at the smallest budget, or no multiplier can be computed.
     cap = arms[sweep.reference].max_examples_per_class
     if cap is not None and sweep.examples_per_class and cap < min(budgets):

@@ -67,21 +67,26 @@ class SelfTraining:
         started = time.time()
         sample = sample_unlabeled(len(self.pool), self.settings.unlabeled, seed, labeled if self.pool_is_train else ())
         unlabeled = [self.pool[i] for i in sample]
-        model = self.teacher.fit(texts, labels, seed)
+        model = teacher = self.teacher.fit(texts, labels, seed)
         train_seconds = model.train_seconds
         rounds, teacher_accuracy = [], accuracy(model)
         for number in range(1, self.settings.rounds + 1):
             labelled_at = time.time()
             positions, pseudo = confident_balanced(model.predict_proba(unlabeled), self.settings.keep)
             train_seconds += time.time() - labelled_at
-            model = self.student.fit(texts + [unlabeled[i] for i in positions], labels + pseudo.tolist(), seed)
+            given = (texts + [unlabeled[i] for i in positions], labels + pseudo.tolist(), seed)
+            # (a student that continues from its teacher's model gets it, and which examples are labeled)
+            model = (self.student.fit(*given, teacher=model, labeled=len(texts)) if self.student.learns_from_teacher()
+                     else self.student.fit(*given))
             train_seconds += model.train_seconds
             student_accuracy = accuracy(model)
             rounds.append({"round": number, "teacher_accuracy": teacher_accuracy, "student_accuracy": student_accuracy,
                            "pseudo_labeled": len(positions),
-                           "pseudo_per_class": np.bincount(pseudo, minlength=len(self.teacher.label_names)).tolist()})
+                           "pseudo_per_class": np.bincount(pseudo, minlength=len(self.teacher.label_names)).tolist(),
+                           **{f"student_{k}": v for k, v in model.details.items()}})
             teacher_accuracy = student_accuracy
         details = {"self_training": rounds, "unlabeled_sampled": len(unlabeled), "self_training_seconds":
                    round(time.time() - started, 2)}
-        return Fitted(model.predict_proba, train_seconds, {**model.details, **details}, model.save, model.arm,
-                      {**model.metrics, **details})
+        # The row's other fields are the first teacher's (as its arm's rows); each round's student's are in its round.
+        return Fitted(model.predict_proba, train_seconds, {**teacher.details, **details}, model.save, model.arm,
+                      {**model.metrics, **teacher.details, **details}, model.model)

@@ -23,6 +23,15 @@ class SetFitOptions:
     batch_size: int | None = None
     num_epochs: int | None = None
     body_learning_rate: float | None = None
+    # lm-transfer's, not SetFit's: as a self-training student, continue the teacher's (SetFit) body on
+    # pairs of the labeled and pseudo-labeled examples, as many steps as the teacher's unless max_steps
+    # says, then fit the head on the labeled examples (the pseudo-labels are the teacher's own guesses).
+    keep_teacher_body: bool | None = None  # (None: no; left out of the arm's identity, as SetFit's defaults)
+
+
+def setfit_arguments(options: SetFitOptions) -> dict:
+    """The options that are SetFit's TrainingArguments, where set."""
+    return {k: v for k, v in dataclasses.asdict(options).items() if v is not None and k != "keep_teacher_body"}
 
 
 class SetFit(CellMethod):
@@ -43,22 +52,64 @@ class SetFit(CellMethod):
     def options(cls, given, where):
         return checked(super().options(given, where), where)
 
-    def fit(self, texts, labels, seed):
+    def learns_from_teacher(self) -> bool:
+        return bool(self.arm.options.keep_teacher_body)
+
+    def fit(self, texts, labels, seed, teacher: Fitted | None = None, labeled: int | None = None):
+        import copy
         import tempfile
 
-        options = self.arm.options
+        options, start = self.arm.options, self.arm.classify.init_from
+        if options.keep_teacher_body:
+            if teacher is None or type(teacher.model).__name__ != "SetFitModel":
+                raise RecipeError(f"arm {self.arm.name}: options.keep_teacher_body: the arm is a self-training "
+                                  "student of a SetFit arm (self_training.student), not trained on its own")
+            start = copy.deepcopy(teacher.model)  # (the teacher stays as it was trained)
+            if options.max_steps is None:
+                options = dataclasses.replace(options, max_steps=teacher.details["setfit_steps"])
         started = time.time()
         with tempfile.TemporaryDirectory(prefix="setfit-", dir=existing_folder(self.work_dir)) as scratch:
-            trainer, trained = contrastive_body(self.arm.classify.init_from, self.arm.classify.max_length, texts,
-                                                labels, seed, options, scratch)
-            trainer.train_classifier(texts, labels)  # SetFit's second step: its head on the trained body's vectors
+            trainer, trained = contrastive_body(start, self.arm.classify.max_length, texts, labels, seed, options, scratch)
+            # SetFit's second step: its head on the trained body's vectors (a student's: the labeled examples')
+            trainer.train_classifier(texts[:labeled], labels[:labeled])
         model = trainer.model
 
         def predict_proba(batch):
             probabilities = np.asarray(model.predict_proba(batch, as_numpy=True))
             return all_classes(model.model_head, probabilities, self.label_names)
 
-        return Fitted(predict_proba, time.time() - started, details=trained)
+        def save(folder):  # the body and its logistic regression as one classifier folder
+            from ..stages.classify import save_classifier
+
+            classifier = setfit_classifier(model, self.label_names, self.arm.classify.max_length)
+            return save_classifier(classifier, model.model_body.tokenizer, self.label_names, folder)
+
+        seconds = time.time() - started
+        return Fitted(predict_proba, seconds, details=trained, save=save, arm=self.arm,
+                      metrics={**trained, "train_runtime": seconds, "train_examples": len(texts)}, model=model)
+
+
+# sentence-transformers' pooling modes that are one of the classifier's (models/classifier.py)
+_POOLINGS = {"mean": "mean", "lasttoken": "last"}
+
+
+def setfit_classifier(model, label_names: list[str], max_length: int):
+    """A trained SetFitModel as a TransferClassifier: its sentence encoder's transformer, pooling and
+    normalisation, and its logistic-regression head as the linear layer; the same probabilities."""
+    from sentence_transformers.models import Normalize, Pooling, Transformer
+
+    from ..linear_head import linear_classifier, linear_weights
+
+    modules = list(model.model_body)
+    transformer = next(m for m in modules if isinstance(m, Transformer))
+    pooling = next(m for m in modules if isinstance(m, Pooling)).pooling_mode
+    if pooling not in _POOLINGS or not hasattr(model.model_head, "coef_"):
+        raise RecipeError(f"setfit: a model with {pooling} pooling and a {type(model.model_head).__name__} head "
+                          f"cannot be saved as a classifier folder (needs {' or '.join(_POOLINGS)} pooling and "
+                          "a logistic-regression head)")
+    weight, bias = linear_weights(model.model_head, label_names)
+    return linear_classifier(transformer.auto_model, weight, bias, label_names, _POOLINGS[pooling],
+                             any(isinstance(m, Normalize) for m in modules), max_length, model.model_body.tokenizer)
 
 
 def checked(options: SetFitOptions, where: str) -> SetFitOptions:
@@ -68,29 +119,29 @@ def checked(options: SetFitOptions, where: str) -> SetFitOptions:
     except ImportError:
         raise RecipeError(f"{where}: SetFit's training needs the setfit package: pip install 'lm-transfer[setfit]' "
                           "(in a checkout: pip install -e '.[setfit]')") from None
-    bad = {k: v for k, v in dataclasses.asdict(options).items() if v is not None and v <= 0}
+    bad = {k: v for k, v in setfit_arguments(options).items() if v <= 0}
     if bad:
         raise RecipeError(f"{where}: options: {', '.join(f'{k}={v}' for k, v in bad.items())}: must be positive "
                           "(or left out: SetFit's own default)")
     return options
 
 
-def contrastive_body(checkpoint: str, max_length: int, texts: list[str], labels: list[int], seed: int,
+def contrastive_body(checkpoint, max_length: int, texts: list[str], labels: list[int], seed: int,
                      options: SetFitOptions, scratch: str):
-    """SetFit's first step: the sentence encoder `checkpoint` fine-tuned on pairs of the labeled examples
-    (same class: similar; other classes: not), at SetFit's defaults unless `options` set them. Returns
-    SetFit's trainer (its model holds the trained body) and the row's record of what it trained."""
+    """SetFit's first step: the sentence encoder `checkpoint` (a folder or Hub id, or a SetFitModel to
+    continue) fine-tuned on pairs of the labeled examples (same class: similar; other classes: not), at
+    SetFit's defaults unless `options` set them. Returns SetFit's trainer (its model holds the trained
+    body) and the row's record of what it trained."""
     from datasets import Dataset
     from setfit import SetFitModel, Trainer, TrainingArguments
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     from ..backbones import resolve_checkpoint
 
-    model = SetFitModel.from_pretrained(resolve_checkpoint(checkpoint))
+    model = checkpoint if isinstance(checkpoint, SetFitModel) else SetFitModel.from_pretrained(resolve_checkpoint(checkpoint))
     model.model_body.max_seq_length = max_length
     # save_strategy "no": SetFit otherwise writes checkpoints into ./checkpoints
-    given = {k: v for k, v in dataclasses.asdict(options).items() if v is not None}
-    args = TrainingArguments(**given, seed=seed, report_to="none", save_strategy="no", output_dir=scratch,
+    args = TrainingArguments(**setfit_arguments(options), seed=seed, report_to="none", save_strategy="no", output_dir=scratch,
                              logging_strategy="no", show_progress_bar=False)
     # (an in-memory dataset: SetFit's model-card callback looks a cached one up on the Hub)
     trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_dict({"text": texts, "label": labels}))
