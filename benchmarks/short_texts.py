@@ -16,7 +16,7 @@ recipe's sweep on each at 8 labels per class:
 for every stage) instead of the test split: what methods and settings are chosen on.
 
 Data, models and summaries go to runs/short-texts/ (never committed). The recipe is used unchanged
-except where the data is, two more arms (PROBE_STUDENT_ARMS below), the budget (8 per class) and the masked-LM
+except where the data is, more arms (PROBE_STUDENT_ARMS and SETFIT_ARMS below), the budget (8 per class) and the masked-LM
 stage's steps (60: a few thousand headlines need fewer than 300 steps of 32 blocks). Nothing is
 chosen on the test split.
 """
@@ -40,6 +40,8 @@ RECIPE = "recipes/bbc/checkpoint.yaml"
 # Beside the recipe's arms: the two whose student reads the checkpoint's features, not words (short
 # texts give TF-IDF too few); chosen on dev splits carved from the train split.
 PROBE_STUDENT_ARMS = ["frozen_probe_self", "checkpoint_ulmfit_probe_self"]
+# SetFit with lm-transfer's additions (in-domain LM fine-tuning, a student that keeps its body).
+SETFIT_ARMS = ["setfit_self", "ulmfit_setfit", "ulmfit_setfit_self"]
 OUTPUT = "runs/short-texts"
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(])")
 
@@ -91,13 +93,13 @@ def main() -> None:
                         help="the BBC articles, headline on the first line (the packaged corpus or ../shared/data/bbc)")
     parser.add_argument("--datasets", nargs="+", default=[*DERIVED, *SHARED], choices=[*DERIVED, *SHARED])
     parser.add_argument("--seeds", default="[0,1,2]")
-    parser.add_argument("--arms", nargs="+", help="these arms instead of the recipe's and the probe students'")
+    parser.add_argument("--arms", nargs="+", help="these arms instead of the recipe's and the two lists above")
     parser.add_argument("--dev", action="store_true", help="score on a dev split carved from train, not the test split")
     parser.add_argument("--prepare-only", action="store_true")
     args = parser.parse_args()
     os.chdir(ROOT)
     splits, data = load_articles(args.source) if set(args.datasets) & set(DERIVED) else (None, None)
-    arms = ",".join(args.arms or [*load_recipe(RECIPE).config.sweep.arms, *PROBE_STUDENT_ARMS])
+    arms = ",".join(args.arms or [*load_recipe(RECIPE).config.sweep.arms, *PROBE_STUDENT_ARMS, *SETFIT_ARMS])
     output = f"{OUTPUT}-dev" if args.dev else OUTPUT
     for name in args.datasets:
         folder = write_dataset(name, splits, data) if name in DERIVED else SHARED[name]

@@ -46,6 +46,11 @@ def recipe(tmp_path_factory, topic_data):
     (["run", "{recipe}", "run.stages=tokenizer"], 2, "run.stages: must be a list"),
     (["run", "no-such-recipe.yaml"], 2, "recipe file not found"),
     (["run", "{recipe}", "pretrain.output_dir={users_folder}"], 2, "exists and lm-transfer did not write it"),
+    (["train", "--help"], 0, "data.path=my_labels.csv"),
+    (["train", "recipes/few_labels.yaml"], 2, "classify.data.path: required"),
+    (["train", "{recipe}"], 2, "no train section (see recipes/few_labels.yaml"),
+    (["train", "recipes/few_labels.yaml", "data.path={recipe}", "train.output_dir={users_folder}"], 2,
+     "exists and lm-transfer did not write it"),
 ])
 def test_help_and_recipe_mistakes_are_answered_without_torch(recipe, argv, code, says, tmp_path):
     (tmp_path / "mine").mkdir()
