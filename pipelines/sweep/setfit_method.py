@@ -66,7 +66,9 @@ class SetFit(CellMethod):
                                   "student of a SetFit arm (self_training.student), not trained on its own")
             start = copy.deepcopy(teacher.model)  # (the teacher stays as it was trained)
             if options.max_steps is None:
-                options = dataclasses.replace(options, max_steps=teacher.details["setfit_steps"])
+                options = dataclasses.replace(options, max_steps=int(teacher.details["setfit_steps"]))
+            if not options.max_steps or options.max_steps < 1:  # (without a cap SetFit pairs up every pseudo-label)
+                raise RuntimeError(f"arm {self.arm.name}: a student needs a step cap (got {options.max_steps})")
         started = time.time()
         with tempfile.TemporaryDirectory(prefix="setfit-", dir=existing_folder(self.work_dir)) as scratch:
             trainer, trained = contrastive_body(start, self.arm.classify.max_length, texts, labels, seed, options, scratch)
