@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_topic_dataset
 
 from pipelines.cli import main
 from pipelines.sweep.choose import MIN_UNLABELED, DataKind, choose_arm
@@ -20,12 +21,13 @@ CAPS = ["sweep.arm_definitions.setfit.options.max_steps=2", "sweep.arm_definitio
         "sweep.arm_definitions.setfit_student.options.max_steps=1"]
 
 
-def data_overrides(topic_data, test=True, unlabeled=True):
+def data_overrides(topic_data, test=True, unlabeled=None):
+    """`unlabeled`: a file of more texts (their labels, if any, unused)."""
     files = {"train": f"{topic_data}/train.jsonl"}
     if test:
         files["test"] = f"{topic_data}/test.jsonl"
-    if unlabeled:  # (the labeled texts again, their labels unused: enough to pseudo-label)
-        files["unlabeled"] = f"{topic_data}/train.jsonl"
+    if unlabeled:
+        files["unlabeled"] = str(unlabeled)
     listed = ", ".join(f"{k}: {v}" for k, v in files.items())
     return ["data.path=null", f"data.files={{{listed}}}", f"data.test_split={'test' if test else 'null'}",
             f"data.unlabeled_splits={'[unlabeled]' if unlabeled else '[]'}"]
@@ -35,13 +37,20 @@ def data_overrides(topic_data, test=True, unlabeled=True):
 def test_train_writes_one_folder_that_pipeline_serves_with_the_accuracy_it_reports(tmp_path, topic_data, capsys):
     from transformers import pipeline
 
+    # 100 new texts, and 20 that are labeled or test texts already: never pseudo-labeled
+    more = (write_topic_dataset(tmp_path / "more", per_class_train=34, per_class_test=1, seed=7) / "train.jsonl")
+    known = [json.loads(line) for name in ("train", "test") for line in
+             (Path(topic_data) / f"{name}.jsonl").read_text().splitlines()[:10]]
+    unlabeled = tmp_path / "unlabeled.jsonl"
+    unlabeled.write_text(more.read_text() + "".join(json.dumps(r) + "\n" for r in known))
     assert main(["train", RECIPE, f"run.output_dir={tmp_path}/run", "train.arm=setfit_self", *CAPS,
-                 *data_overrides(topic_data)]) == 0
+                 *data_overrides(topic_data, unlabeled=unlabeled)]) == 0
     folder = tmp_path / "run" / "model"
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["lm_transfer"]["trained"]["arm"] == "setfit_self" and metrics["train_examples"] == 120
+    assert metrics["lm_transfer"]["trained"]["data"]["unlabeled"] == metrics["unlabeled_sampled"] == 102
     [round_] = metrics["self_training"]
-    assert round_["pseudo_labeled"] == 60 and round_["student_setfit_steps"] == 1  # keep 0.5 of the 120 sampled
+    assert round_["pseudo_labeled"] == 51 and round_["student_setfit_steps"] == 1  # keep 0.5 of the 102 sampled
     lines = [json.loads(line) for line in (Path(topic_data) / "test.jsonl").read_text().splitlines()]
     served = pipeline("text-classification", model=str(folder), device="cpu")([r["text"] for r in lines], truncation=True)
     accuracy = np.mean([s["label"] == r["label"] for s, r in zip(served, lines)])
@@ -56,7 +65,7 @@ def test_train_writes_one_folder_that_pipeline_serves_with_the_accuracy_it_repor
 def test_without_test_or_unlabeled_text_auto_trains_setfit_and_the_card_says_it_was_not_evaluated(tmp_path, topic_data,
                                                                                                  capsys):
     assert main(["train", RECIPE, f"run.output_dir={tmp_path}/run", *CAPS,
-                 *data_overrides(topic_data, test=False, unlabeled=False)]) == 0
+                 *data_overrides(topic_data, test=False)]) == 0
     folder = tmp_path / "run" / "model"
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["lm_transfer"]["trained"]["arm"] == "setfit" and "test_accuracy" not in metrics
@@ -84,7 +93,7 @@ def test_data_kind_reads_the_smallest_class_the_median_length_and_the_unlabeled_
 ])
 def test_what_cannot_become_one_folder_is_refused_before_training(tmp_path, topic_data, capsys, arm, says):
     assert main(["train", RECIPE, f"run.output_dir={tmp_path}/run", f"train.arm={arm}",
-                 "sweep.arm_definitions.both.ensemble=[setfit,tfidf_lr]", *data_overrides(topic_data, unlabeled=False)]) == 2
+                 "sweep.arm_definitions.both.ensemble=[setfit,tfidf_lr]", *data_overrides(topic_data)]) == 2
     assert re.search(says, capsys.readouterr().err)
     assert not (tmp_path / "run" / "model").exists()
 
