@@ -29,7 +29,8 @@ from .self_training import SelfTraining
 
 
 def train_model(recipe: LoadedRecipe) -> dict:
-    """Trains the recipe's train.arm on all its labels; returns the folder's metrics.json content."""
+    """Trains the recipe's train.arm on all its labels into train.output_dir; returns its test scores
+    (empty without a test split)."""
     from accelerate import PartialState
 
     from ..runner import run_recipe, say_on_main
@@ -45,9 +46,9 @@ def train_model(recipe: LoadedRecipe) -> dict:
     train, test, label_names = classification_splits(data, None, seed, test_required=False)
     texts, labels = list(train["text"]), list(train["label"])
     unlabeled = unlabeled_texts(data)
-    if unlabeled is not None and test is not None:  # (a text it is scored on is never pseudo-labeled)
-        scored = set(test["text"])
-        unlabeled = [t for t in unlabeled if t not in scored]
+    if unlabeled is not None:  # (a labeled text, or one it is scored on, is never pseudo-labeled)
+        known = set(texts) | (set(test["text"]) if test is not None else set())
+        unlabeled = [t for t in unlabeled if t not in known]
     # 2. the arm
     kind = DataKind.of(texts, labels, unlabeled)
     name, why = (section.arm, "train.arm") if section.arm != "auto" else choose_arm(kind)
@@ -57,8 +58,8 @@ def train_model(recipe: LoadedRecipe) -> dict:
                 f"({kind.labels_per_class}+ per class, {len(label_names)} classes), {kind.unlabeled:,} unlabeled texts")
     # 3. its language-model stages, 4. training
     for trains in [arm, *([arm.student] if arm.student else [])]:
-        if trains.recipe.config.run.stages:
-            run_recipe(trains.recipe, check=False)
+        if trains.recipe.config.run.stages:  # (their data and starting models checked first, as `run` does)
+            run_recipe(trains.recipe)
     work = claim(folder.with_name(folder.name + ".work"))
     method = arm.method(arm, label_names, state, work)
     if arm.self_training is not None:
