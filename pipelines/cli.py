@@ -204,7 +204,6 @@ def _run(args) -> int:
 
 def _train(args) -> int:
     from .config import load_recipe
-
     from .recipe_checks import check_train_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)

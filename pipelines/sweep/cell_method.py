@@ -51,6 +51,7 @@ class CellMethod:
     name: ClassVar[str]
     Options: ClassVar[type] = NoOptions  # the dataclass of the arm's `options`
     uses_model: ClassVar[bool] = True  # reads the classify section's init_from (so its LM stages are built)
+    saves_model: ClassVar[bool] = False  # its Fitted can `save` a model folder (sweep.save_models, lm-transfer train)
     everywhere: ClassVar[bool] = False  # every process trains (Trainer under several processes); else the main one
 
     # As a self-training student, `fit` is called as fit(texts, labels, seed, teacher=Fitted, labeled=n):

@@ -31,7 +31,7 @@ class FineTune(CellMethod):
     """The classify stage's training (ULMFiT techniques as the arm's recipe configures them), after
     SetFit's contrastive training of the body when the arm's options ask for it."""
 
-    name, Options, everywhere = "finetune", FineTuneOptions, True
+    name, Options, everywhere, saves_model = "finetune", FineTuneOptions, True, True
 
     @classmethod
     def options(cls, given, where):

@@ -42,7 +42,7 @@ class SetFit(CellMethod):
     Needs the `setfit` extra."""
 
     # (SetFit's trainer is a Trainer: under several processes every one of them takes part)
-    name, Options, everywhere = "setfit", SetFitOptions, True
+    name, Options, everywhere, saves_model = "setfit", SetFitOptions, True, True
 
     @staticmethod
     def reads(classify):

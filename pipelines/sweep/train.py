@@ -60,18 +60,26 @@ def train_model(recipe: LoadedRecipe) -> dict:
     for trains in [arm, *([arm.student] if arm.student else [])]:
         if trains.recipe.config.run.stages:  # (their data and starting models checked first, as `run` does)
             run_recipe(trains.recipe)
+    # (the test split is scored once per classifier: a self-trained student's round and the folder share it)
+    scored: dict[int, dict] = {}
+
+    def test_scores(model) -> dict:
+        if id(model.predict_proba) not in scored:
+            scored[id(model.predict_proba)] = scores(model, test)
+        return scored[id(model.predict_proba)]
+
     work = claim(folder.with_name(folder.name + ".work"))
     method = arm.method(arm, label_names, state, work)
     if arm.self_training is not None:
         student = arm.student.method(arm.student, label_names, state, work) if arm.student else method
         fitted = SelfTraining(arm.self_training, method, student, unlabeled, pool_is_train=False).fit(
-            texts, labels, seed, [], lambda model: None if test is None else scores(model, test)["accuracy"])
+            texts, labels, seed, [], lambda model: None if test is None else test_scores(model)["accuracy"])
     else:
         fitted = method.fit(texts, labels, seed)
     # 5. the folder
     tested = {}
     if test is not None:
-        found = scores(fitted, test)
+        found = test_scores(fitted)
         tested = {"test_accuracy": found["accuracy"], "test_f1_macro": found["f1_macro"], "test_examples": len(test)}
     if state.is_main_process:
         keep_model(fitted, arm, folder, seed, label_names, state, len(texts), tested, classify={}, data={},
@@ -89,7 +97,7 @@ def refuse(arm: Arm, recipe: LoadedRecipe, unlabeled: list[str] | None) -> None:
     refuse_students_alone([arm], f"{recipe.path}: train.arm")
     if arm.members:
         raise RecipeError(f"{where}: an ensemble is several models; train each member, or choose another arm")
-    if not arm.method.uses_model:
+    if not arm.method.saves_model:
         raise RecipeError(f"{where}: method {arm.method.name} has no model folder to write (a baseline of the sweep)")
     if arm.self_training is not None and not unlabeled:
         raise RecipeError(f"{where}: self-trains on unlabeled text, and the data has none: name its splits in "
