@@ -11,6 +11,8 @@ recipe's sweep on each at 8 labels per class:
     .venv/bin/python benchmarks/short_texts.py --datasets subj cr
     .venv/bin/python benchmarks/short_texts.py --prepare-only
     .venv/bin/python benchmarks/short_texts.py --dev --arms setfit setfit_self   # choosing methods
+    .venv/bin/python benchmarks/short_texts.py --dev --arms setfit mine \
+        --override sweep.arm_definitions.mine.based_on=setfit_self   # an arm of your own, on dev splits
 
 `--dev` scores on a dev split carved from each train split (20 %, stratified, seeded; train loses it
 for every stage) instead of the test split: what methods and settings are chosen on.
@@ -95,6 +97,9 @@ def main() -> None:
     parser.add_argument("--seeds", default="[0,1,2]")
     parser.add_argument("--arms", nargs="+", help="these arms instead of the recipe's and the two lists above")
     parser.add_argument("--dev", action="store_true", help="score on a dev split carved from train, not the test split")
+    parser.add_argument("--override", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="more recipe overrides, e.g. an arm defined for a dev run: "
+                             "sweep.arm_definitions.mine.based_on=setfit_self")
     parser.add_argument("--prepare-only", action="store_true")
     args = parser.parse_args()
     os.chdir(ROOT)
@@ -111,6 +116,7 @@ def main() -> None:
             overrides += ["data.test_split=dev", "data.test_fraction=0.2"]
         if args.arms and "checkpoint_finetune" not in args.arms:  # (the recipe's reference arm)
             overrides.append(f"sweep.reference={args.arms[0]}")
+        overrides += args.override
         command = ["make", "label-efficiency", f"RECIPE={RECIPE}", f"ARGS={' '.join(overrides)}"]
         print("$", " ".join(command[:3]), f"ARGS=\"{' '.join(overrides)}\"", flush=True)
         if not args.prepare_only:

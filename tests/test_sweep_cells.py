@@ -226,7 +226,9 @@ def test_self_training_settings_are_checked_before_anything_runs(tmp_path, topic
 # --------------------------------------------------------------------------- SetFit
 
 
-@pytest.mark.parametrize("options,says", [({"body_steps": 2}, "body_steps"), ({"max_steps": 0}, "max_steps=0: must be positive")])
+@pytest.mark.parametrize("options,says", [({"body_steps": 2}, "body_steps"), ({"max_steps": 0}, "max_steps=0: must be positive"),
+                                          ({"teacher_steps_share": 0}, "teacher_steps_share=0.0: must be positive"),
+                                          ({"teacher_steps_share": 0.5}, "teacher_steps_share is a self-training student's")])
 def test_setfit_options_are_checked(tmp_path, topic_data, options, says):
     raw = {**tiny_recipe(topic_data, tmp_path / "run"), "sweep": {
         "output_dir": str(tmp_path / "sweep"), "arms": ["setfit"], "reference": "setfit", "examples_per_class": [2],
@@ -235,6 +237,15 @@ def test_setfit_options_are_checked(tmp_path, topic_data, options, says):
     message = says if HAS_SETFIT else "needs the setfit package"
     with pytest.raises(RecipeError, match=message):
         plan_sweep(load_recipe(write_recipe(tmp_path / "s.yaml", raw)))
+
+
+@pytest.mark.parametrize("options,teacher_steps,steps", [({}, 80, 80), ({"teacher_steps_share": 0.5}, 80, 40),
+                                                        ({"teacher_steps_share": 0.5}, 9, 5), ({"teacher_steps_share": 0.1}, 3, 1),
+                                                        ({"teacher_steps_share": 0.5, "max_steps": 7}, 80, 7)])
+def test_a_setfit_students_steps_are_its_share_of_its_teachers_unless_capped(options, teacher_steps, steps):
+    from pipelines.sweep.setfit_method import SetFitOptions, student_steps
+
+    assert student_steps(SetFitOptions(keep_teacher_body=True, **options), teacher_steps) == steps
 
 
 @pytest.mark.skipif(not HAS_SETFIT, reason="the setfit extra (and the packaged all-MiniLM-L6-v2) is not installed")

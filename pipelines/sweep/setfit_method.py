@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass
 
@@ -24,14 +25,19 @@ class SetFitOptions:
     num_epochs: int | None = None
     body_learning_rate: float | None = None
     # lm-transfer's, not SetFit's: as a self-training student, continue the teacher's (SetFit) body on
-    # pairs of the labeled and pseudo-labeled examples, as many steps as the teacher's unless max_steps
-    # says, then fit the head on the labeled examples (the pseudo-labels are the teacher's own guesses).
+    # pairs of the labeled and pseudo-labeled examples, a share of the teacher's steps (unless max_steps
+    # says), then fit the head on the labeled examples (the pseudo-labels are the teacher's own guesses).
     keep_teacher_body: bool | None = None  # (None: no; left out of the arm's identity, as SetFit's defaults)
+    teacher_steps_share: float | None = None  # a student's steps: this share of its teacher's (None: 1, as many)
+
+
+# lm-transfer's options, never passed to SetFit
+_OWN = ("keep_teacher_body", "teacher_steps_share")
 
 
 def setfit_arguments(options: SetFitOptions) -> dict:
     """The options that are SetFit's TrainingArguments, where set."""
-    return {k: v for k, v in dataclasses.asdict(options).items() if v is not None and k != "keep_teacher_body"}
+    return {k: v for k, v in dataclasses.asdict(options).items() if v is not None and k not in _OWN}
 
 
 class SetFit(CellMethod):
@@ -65,8 +71,7 @@ class SetFit(CellMethod):
                 raise RecipeError(f"arm {self.arm.name}: options.keep_teacher_body: the arm is a self-training "
                                   "student of a SetFit arm (self_training.student), not trained on its own")
             start = copy.deepcopy(teacher.model)  # (the teacher stays as it was trained)
-            if options.max_steps is None:
-                options = dataclasses.replace(options, max_steps=int(teacher.details["setfit_steps"]))
+            options = dataclasses.replace(options, max_steps=student_steps(options, teacher.details["setfit_steps"]))
             if not options.max_steps or options.max_steps < 1:  # (without a cap SetFit pairs up every pseudo-label)
                 raise RuntimeError(f"arm {self.arm.name}: a student needs a step cap (got {options.max_steps})")
         started = time.time()
@@ -89,6 +94,13 @@ class SetFit(CellMethod):
         seconds = time.time() - started
         return Fitted(predict_proba, seconds, details=trained, save=save, arm=self.arm,
                       metrics={**trained, "train_runtime": seconds, "train_examples": len(texts)}, model=model)
+
+
+def student_steps(options: SetFitOptions, teacher_steps: int) -> int:
+    """A student's cap on its body's steps: its own max_steps, else its share of the teacher's, rounded up."""
+    if options.max_steps is not None:
+        return options.max_steps
+    return math.ceil((options.teacher_steps_share or 1) * teacher_steps)
 
 
 # sentence-transformers' pooling modes that are one of the classifier's (models/classifier.py)
@@ -121,10 +133,13 @@ def checked(options: SetFitOptions, where: str) -> SetFitOptions:
     except ImportError:
         raise RecipeError(f"{where}: SetFit's training needs the setfit package: pip install 'lm-transfer[setfit]' "
                           "(in a checkout: pip install -e '.[setfit]')") from None
-    bad = {k: v for k, v in setfit_arguments(options).items() if v <= 0}
+    bad = {k: v for k, v in dataclasses.asdict(options).items() if k != "keep_teacher_body" and v is not None and v <= 0}
     if bad:
         raise RecipeError(f"{where}: options: {', '.join(f'{k}={v}' for k, v in bad.items())}: must be positive "
                           "(or left out: SetFit's own default)")
+    if options.teacher_steps_share is not None and not options.keep_teacher_body:
+        raise RecipeError(f"{where}: options.teacher_steps_share is a self-training student's (with keep_teacher_body: "
+                          "true): a SetFit arm on its own takes max_steps")
     return options
 
 
