@@ -53,6 +53,8 @@ class CellMethod:
     uses_model: ClassVar[bool] = True  # reads the classify section's init_from (so its LM stages are built)
     saves_model: ClassVar[bool] = False  # its Fitted can `save` a model folder (sweep.save_models, lm-transfer train)
     everywhere: ClassVar[bool] = False  # every process trains (Trainer under several processes); else the main one
+    # The training's own progress bars: `lm-transfer train` shows them; a sweep shows one bar, its cells'.
+    progress: bool = False
 
     # As a self-training student, `fit` is called as fit(texts, labels, seed, teacher=Fitted, labeled=n):
     # the first n examples are the cell's labeled ones, the rest pseudo-labeled (see learns_from_teacher).

@@ -76,9 +76,9 @@ class FineTune(CellMethod):
             set_seed(seed)
             model = build_classifier(cfg, self.tokenizer, self.label_names, self.where)
             # Cells are short: no checkpoints to resume from (a crashed cell is re-run; with a dev split,
-            # weights-only ones per epoch to keep the best); one progress bar is the sweep's.
-            trainer, metrics = fit(cfg, model, self.tokenizer, train, seed, str(work), quiet=True,
-                                   save_strategy="no", disable_tqdm=True)
+            # weights-only ones per epoch to keep the best); a sweep shows one bar, its cells'.
+            trainer, metrics = fit(cfg, model, self.tokenizer, train, seed, str(work), quiet=not self.progress,
+                                   save_strategy="no", disable_tqdm=not self.progress)
         # (a dev split's per-epoch weights; the model is in memory once every process has loaded the best)
         self.state.wait_for_everyone()
         if self.state.is_main_process:

@@ -76,7 +76,8 @@ class SetFit(CellMethod):
                 raise RuntimeError(f"arm {self.arm.name}: a student needs a step cap (got {options.max_steps})")
         started = time.time()
         with tempfile.TemporaryDirectory(prefix="setfit-", dir=existing_folder(self.work_dir)) as scratch:
-            trainer, trained = contrastive_body(start, self.arm.classify.max_length, texts, labels, seed, options, scratch)
+            trainer, trained = contrastive_body(start, self.arm.classify.max_length, texts, labels, seed, options, scratch,
+                                                progress=self.progress)
             # SetFit's second step: its head on the trained body's vectors (a student's: the labeled examples')
             trainer.train_classifier(texts[:labeled], labels[:labeled])
         model = trainer.model
@@ -144,11 +145,11 @@ def checked(options: SetFitOptions, where: str) -> SetFitOptions:
 
 
 def contrastive_body(checkpoint, max_length: int, texts: list[str], labels: list[int], seed: int,
-                     options: SetFitOptions, scratch: str):
+                     options: SetFitOptions, scratch: str, progress: bool = False):
     """SetFit's first step: the sentence encoder `checkpoint` (a folder or Hub id, or a SetFitModel to
     continue) fine-tuned on pairs of the labeled examples (same class: similar; other classes: not), at
     SetFit's defaults unless `options` set them. Returns SetFit's trainer (its model holds the trained
-    body) and the row's record of what it trained."""
+    body) and the row's record of what it trained; `progress`: a bar over the body's steps."""
     from datasets import Dataset
     from setfit import SetFitModel, Trainer, TrainingArguments
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -162,7 +163,7 @@ def contrastive_body(checkpoint, max_length: int, texts: list[str], labels: list
                              logging_strategy="no", show_progress_bar=False)
     # (an in-memory dataset: SetFit's model-card callback looks a cached one up on the Hub)
     trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_dict({"text": texts, "label": labels}))
-    for callback in (PrinterCallback, ProgressCallback):  # one progress bar: the sweep's
+    for callback in (PrinterCallback, *([] if progress else [ProgressCallback])):  # (a sweep's one bar: its cells')
         trainer.remove_callback(callback)
     trainer.train_embeddings(texts, labels)
     return trainer, {"setfit_pairs": len(trainer.st_trainer.train_dataset),

@@ -70,8 +70,10 @@ def train_model(recipe: LoadedRecipe) -> dict:
 
     work = claim(folder.with_name(folder.name + ".work"))
     method = arm.method(arm, label_names, state, work)
+    method.progress = True  # (one model trains, for minutes on a CPU: its own bars say how far it is)
     if arm.self_training is not None:
         student = arm.student.method(arm.student, label_names, state, work) if arm.student else method
+        student.progress = True
         fitted = SelfTraining(arm.self_training, method, student, unlabeled, pool_is_train=False).fit(
             texts, labels, seed, [], lambda model: None if test is None else test_scores(model)["accuracy"])
     else:
