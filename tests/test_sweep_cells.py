@@ -316,10 +316,10 @@ def test_a_setfit_student_continues_its_teachers_body_and_fits_its_head_on_the_l
     starts, heads = [], []
     body = setfit_method.contrastive_body
 
-    def spy(start, *args):
+    def spy(start, *args, **kwargs):
         weights = start.model_body[0].auto_model.embeddings.word_embeddings.weight if not isinstance(start, str) else None
         starts.append(None if weights is None else weights.detach().clone())
-        trainer, trained = body(start, *args)
+        trainer, trained = body(start, *args, **kwargs)
         trained_bodies.append(trainer.model.model_body[0].auto_model.embeddings.word_embeddings.weight.detach().clone())
         return trainer, trained
 
