@@ -61,12 +61,13 @@ def train_model(recipe: LoadedRecipe) -> dict:
         if trains.recipe.config.run.stages:  # (their data and starting models checked first, as `run` does)
             run_recipe(trains.recipe)
     # (the test split is scored once per classifier: a self-trained student's round and the folder share it)
-    scored: dict[int, dict] = {}
+    # (keyed by the classifier's own predict function, kept alive here: an id could be reused by a later round's)
+    scored: dict = {}
 
     def test_scores(model) -> dict:
-        if id(model.predict_proba) not in scored:
-            scored[id(model.predict_proba)] = scores(model, test)
-        return scored[id(model.predict_proba)]
+        if model.predict_proba not in scored:
+            scored[model.predict_proba] = scores(model, test)
+        return scored[model.predict_proba]
 
     work = claim(folder.with_name(folder.name + ".work"))
     method = arm.method(arm, label_names, state, work)
