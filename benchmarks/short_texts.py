@@ -5,9 +5,10 @@ and BBC News has none. This derives two single-sentence datasets from BBC News a
 hand them over (one CSV per split, columns text,label) -- each article's headline, and the first
 sentence of its body -- and takes two from ../shared/data as they are (SUBJ: subjective vs objective
 movie sentences; CR: positive vs negative customer-review sentences), and runs the BBC checkpoint
-recipe's sweep on each at 8 labels per class:
+recipe's sweep on each at 8 labels per class (or the --per-class you give):
 
     .venv/bin/python benchmarks/short_texts.py            # all four, 3 seeds
+    .venv/bin/python benchmarks/short_texts.py --datasets subj --per-class 64 --arms setfit setfit_self
     .venv/bin/python benchmarks/short_texts.py --datasets subj cr
     .venv/bin/python benchmarks/short_texts.py --prepare-only
     .venv/bin/python benchmarks/short_texts.py --dev --arms setfit setfit_self   # choosing methods
@@ -18,7 +19,7 @@ recipe's sweep on each at 8 labels per class:
 for every stage) instead of the test split: what methods and settings are chosen on.
 
 Data, models and summaries go to runs/short-texts/ (never committed). The recipe is used unchanged
-except where the data is, more arms (PROBE_STUDENT_ARMS and SETFIT_ARMS below), the budget (8 per class) and the masked-LM
+except where the data is, more arms (PROBE_STUDENT_ARMS and SETFIT_ARMS below), the budget (8 per class unless --per-class) and the masked-LM
 stage's steps (60: a few thousand headlines need fewer than 300 steps of 32 blocks). Nothing is
 chosen on the test split.
 """
@@ -95,6 +96,7 @@ def main() -> None:
                         help="the BBC articles, headline on the first line (the packaged corpus or ../shared/data/bbc)")
     parser.add_argument("--datasets", nargs="+", default=[*DERIVED, *SHARED], choices=[*DERIVED, *SHARED])
     parser.add_argument("--seeds", default="[0,1,2]")
+    parser.add_argument("--per-class", type=int, default=8, help="labeled examples per class (default: 8)")
     parser.add_argument("--arms", nargs="+", help="these arms instead of the recipe's and the two lists above")
     parser.add_argument("--dev", action="store_true", help="score on a dev split carved from train, not the test split")
     parser.add_argument("--override", nargs="+", default=[], metavar="KEY=VALUE",
@@ -110,7 +112,7 @@ def main() -> None:
         folder = write_dataset(name, splits, data) if name in DERIVED else SHARED[name]
         run_name = (f"bbc-{name}" if name in DERIVED else name) + ("-dev" if args.dev else "")
         overrides = [f"data.path={folder}", f"run.output_dir={output}/{name}", f"run.name={run_name}",
-                     f"sweep.arms=[{arms}]", "sweep.examples_per_class=[8]", f"sweep.seeds={args.seeds}",
+                     f"sweep.arms=[{arms}]", f"sweep.examples_per_class=[{args.per_class}]", f"sweep.seeds={args.seeds}",
                      "lm_finetune.training.max_steps=60"]
         if args.dev:  # (a split named dev: the CSVs' and the Hub datasets' own test splits are not read)
             overrides += ["data.test_split=dev", "data.test_fraction=0.2"]
