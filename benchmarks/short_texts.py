@@ -19,8 +19,8 @@ recipe's sweep on each at 8 labels per class (or the --per-class you give):
 for every stage) instead of the test split: what methods and settings are chosen on.
 
 Data, models and summaries go to runs/short-texts/ (never committed). The recipe is used unchanged
-except where the data is, more arms (PROBE_STUDENT_ARMS and SETFIT_ARMS below), the budget (8 per class unless --per-class) and the masked-LM
-stage's steps (60: a few thousand headlines need fewer than 300 steps of 32 blocks). Nothing is
+except where the data is, more arms (PROBE_STUDENT_ARMS and SETFIT_ARMS below), the budget (8 per
+class unless --per-class) and the masked-LM stage's steps (60: a few thousand headlines need fewer than 300 steps of 32 blocks). Nothing is
 chosen on the test split.
 """
 
