@@ -12,7 +12,6 @@ from pathlib import Path
 import torch
 from accelerate import PartialState
 from transformers import set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from .cards import refresh_card, write_card
 from .config import LoadedRecipe
@@ -21,7 +20,7 @@ from .errors import LmTransferError, RecipeError
 from .outputs import MARK, claim, hold_output_locks, remove_output
 from .preflight import check_inputs
 from .record import describe_hardware, is_current, provenance, read_metrics, read_provenance, write_atomically, write_record
-from .trainer import checkpoint_step
+from .trainer import checkpoint_step, last_complete_checkpoint
 
 
 # The stages whose folder holds a model (and gets a model card); the others hold a tokenizer or vectors.
@@ -60,7 +59,7 @@ class StageContext:
     def resume_checkpoint(self) -> str | None:
         """The last checkpoint in work_dir when it was written by this same config, else None (and
         a stale work_dir is cleared)."""
-        found = get_last_checkpoint(str(self.work_dir)) if self._work_is_ours() else None
+        found = last_complete_checkpoint(self.work_dir) if self._work_is_ours() else None
         self.state.wait_for_everyone()
         if self.state.is_main_process and found is None:
             remove_output(self.work_dir)
@@ -83,7 +82,7 @@ class StageContext:
         """Wall time that interrupted runs of this stage (same config) spent before this one."""
         spent = self.work_dir / "elapsed_seconds"
         # (without a checkpoint the stage starts over: the earlier runs' time bought nothing it keeps)
-        resumable = self._work_is_ours() and get_last_checkpoint(str(self.work_dir)) is not None
+        resumable = self._work_is_ours() and last_complete_checkpoint(self.work_dir) is not None
         return float(spent.read_text()) if resumable and spent.exists() else 0.0
 
     def record_interrupted(self, seconds: float) -> None:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import torch
 from transformers import Trainer, TrainerCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, sort_checkpoints
 
 from .training_args import ULMFiTTrainingArguments
 from .ulmfit import GradualUnfreezing, discriminative_param_groups, stlr_scheduler
@@ -68,6 +69,15 @@ class ULMFiTTrainer(Trainer):
             self._created_lr_scheduler = True
         return super().create_scheduler(num_training_steps, optimizer)
 
+    def _save_checkpoint(self, model, trial):
+        # The carried state goes in before Trainer's own files: Trainer writes trainer_state.json
+        # last, so a checkpoint holding it is whole (see last_complete_checkpoint).
+        if self.carry_state and self.states.get("train") is not None:
+            folder = Path(self._get_output_dir(trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            folder.mkdir(parents=True, exist_ok=True)
+            torch.save(self.states["train"], folder / state_file(self.args.process_index))
+        super()._save_checkpoint(model, trial)
+
     def train(self, resume_from_checkpoint: str | None = None, **kwargs):
         """Trainer's train; a resumed run reports the mean loss over the whole run, the steps of
         the run it resumed included (Trainer's own mean covers only the steps it ran itself)."""
@@ -92,14 +102,18 @@ class CarriedState(TrainerCallback):
     def on_epoch_begin(self, args, state, control, **kwargs):
         self.states["train"] = self.states.pop("resumed", None)
 
-    def on_save(self, args, state, control, **kwargs):
-        if self.states.get("train") is not None:
-            folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
-            torch.save(self.states["train"], folder / state_file(args.process_index))
-
 
 def state_file(process_index: int) -> str:
     return f"carried_state-{process_index}.pt"
+
+
+def last_complete_checkpoint(folder: Path) -> str | None:
+    """The newest Trainer checkpoint in folder that was written whole: a run killed while saving
+    leaves a checkpoint folder without trainer_state.json, which Trainer writes last."""
+    if not folder.is_dir():
+        return None
+    whole = [path for path in sort_checkpoints(str(folder)) if (Path(path) / TRAINER_STATE_NAME).exists()]
+    return whole[-1] if whole else None
 
 
 def checkpoint_step(checkpoint: str) -> int:

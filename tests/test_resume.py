@@ -11,13 +11,26 @@ import pytest
 from conftest import tiny_recipe, write_recipe
 
 from pipelines.cli import main
-from pipelines.trainer import ULMFiTTrainer, whole_run_loss
+from pipelines.trainer import ULMFiTTrainer, last_complete_checkpoint, whole_run_loss
 
 
 def test_whole_run_loss_weights_each_logged_interval_by_its_steps():
     history = [{"loss": 4.0, "step": 2}, {"loss": 2.0, "step": 6}, {"loss": 9.0, "step": 8}]
     # steps 1-2 at 4.0, 3-6 at 2.0 before the checkpoint at 6; 4 resumed steps at a mean of 1.0
     assert whole_run_loss(history, 1.0, resumed_at=6, global_step=10) == pytest.approx((8 + 8 + 4) / 10)
+
+
+def test_a_checkpoint_killed_while_being_saved_is_passed_over(tmp_path):
+    for step, whole in ((4, True), (12, True), (16, False)):  # (checkpoint-16: killed before trainer_state.json)
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "model.safetensors").write_text("")
+        if whole:
+            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-12")
+    (tmp_path / "checkpoint-12" / "trainer_state.json").unlink()
+    (tmp_path / "checkpoint-4" / "trainer_state.json").unlink()
+    assert last_complete_checkpoint(tmp_path) is None
+    assert last_complete_checkpoint(tmp_path / "absent") is None
 
 
 def test_ctrl_c_keeps_the_checkpoint_and_the_next_run_resumes_it(tmp_path, topic_data, capsys, monkeypatch):
@@ -82,7 +95,7 @@ def test_a_killed_run_resumes_with_its_time_counted_and_one_eval_point_a_step(tm
                            stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 240
-        while not (list(work.glob("checkpoint-*")) and (work / "elapsed_seconds").exists()
+        while not (last_complete_checkpoint(work) and (work / "elapsed_seconds").exists()
                    and float((work / "elapsed_seconds").read_text()) > 1.0):
             assert run.poll() is None and time.time() < deadline, "the run ended before it could be killed"
             time.sleep(0.2)
