@@ -20,8 +20,8 @@ for every stage) instead of the test split: what methods and settings are chosen
 
 Data, models and summaries go to runs/short-texts/ (never committed). The recipe is used unchanged
 except where the data is, more arms (PROBE_STUDENT_ARMS and SETFIT_ARMS below), the budget (8 per
-class unless --per-class) and the masked-LM stage's steps (60: a few thousand headlines need fewer than 300 steps of 32 blocks). Nothing is
-chosen on the test split.
+class unless --per-class) and the masked-LM stage's steps (60: a few thousand headlines need fewer
+than 300 steps of 32 blocks). Nothing is chosen on the test split.
 """
 
 from __future__ import annotations

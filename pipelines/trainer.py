@@ -110,8 +110,6 @@ def state_file(process_index: int) -> str:
 def last_complete_checkpoint(folder: Path) -> str | None:
     """The newest Trainer checkpoint in folder that was written whole: a run killed while saving
     leaves a checkpoint folder without trainer_state.json, which Trainer writes last."""
-    if not folder.is_dir():
-        return None
     whole = [path for path in sort_checkpoints(str(folder)) if (Path(path) / TRAINER_STATE_NAME).exists()]
     return whole[-1] if whole else None
 
