@@ -150,6 +150,7 @@ def contrastive_body(checkpoint, max_length: int, texts: list[str], labels: list
     continue) fine-tuned on pairs of the labeled examples (same class: similar; other classes: not), at
     SetFit's defaults unless `options` set them. Returns SetFit's trainer (its model holds the trained
     body) and the row's record of what it trained; `progress`: a bar over the body's steps."""
+    import torch
     from datasets import Dataset
     from setfit import SetFitModel, Trainer, TrainingArguments
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -163,6 +164,8 @@ def contrastive_body(checkpoint, max_length: int, texts: list[str], labels: list
                              logging_strategy="no", show_progress_bar=False)
     # (an in-memory dataset: SetFit's model-card callback looks a cached one up on the Hub)
     trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_dict({"text": texts, "label": labels}))
+    # sentence-transformers pins memory by default, which warns on every training where there is no accelerator
+    trainer.st_trainer.args.dataloader_pin_memory = torch.accelerator.is_available()
     for callback in (PrinterCallback, *([] if progress else [ProgressCallback])):  # (a sweep's one bar: its cells')
         trainer.remove_callback(callback)
     trainer.train_embeddings(texts, labels)
