@@ -251,7 +251,7 @@ def test_a_setfit_students_steps_are_its_share_of_its_teachers_unless_capped(opt
 
 @pytest.mark.skipif(not HAS_SETFIT, reason="the setfit extra (and the packaged all-MiniLM-L6-v2) is not installed")
 @pytest.mark.parametrize("options,max_pairs,batch", [({}, -1, 16), ({"max_steps": 1, "batch_size": 4}, 4, 4)])
-def test_setfit_arm_trains_on_the_sweeps_subset_at_setfits_defaults(tmp_path, topic_data, monkeypatch, options,
+def test_setfit_arm_trains_on_the_sweeps_subset_at_setfits_defaults(tmp_path, topic_data, monkeypatch, capfd, options,
                                                                    max_pairs, batch):
     import setfit
     from setfit.sampler import ContrastiveDataset
@@ -275,6 +275,7 @@ def test_setfit_arm_trains_on_the_sweeps_subset_at_setfits_defaults(tmp_path, to
         run_sweep(recipe)
     # pinned memory is asked for only where there is an accelerator (else torch warns at every training)
     assert not [w for w in caught if "pin_memory" in str(w.message)]
+    assert "Running training" not in capfd.readouterr().err  # setfit's INFO lines are kept out of the user's log
     rows = {r["arm"]: r for r in read_results(Path(recipe.config.sweep.output_dir) / "results.jsonl")}
     plan = plan_sweep(recipe)
     data, _ = sweep_data(plan)

@@ -153,7 +153,11 @@ def contrastive_body(checkpoint, max_length: int, texts: list[str], labels: list
     import torch
     from datasets import Dataset
     from setfit import SetFitModel, Trainer, TrainingArguments
+    from setfit import logging as setfit_logging
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    # setfit turns its own logger to INFO when imported: a line per training and per untrained head
+    setfit_logging.set_verbosity_warning()
 
     from ..backbones import resolve_checkpoint
 
