@@ -32,7 +32,7 @@ def choose_arm(kind: DataKind) -> tuple[str, str]:
     """(arm, why): SetFit whose student keeps its body where there is unlabeled text to self-train on,
     else SetFit; both end as one classifier folder. Text length and labels per class are recorded with
     the choice and do not change it: it held on single sentences and on whole articles, at 8 and at 64
-    labels per class (the numbers: the module's docstring)."""
+    labels per class (measured: see the module's docstring)."""
     if kind.unlabeled >= MIN_UNLABELED:
         return "setfit_self", (f"{kind.unlabeled:,} unlabeled texts: SetFit, then a student that keeps its body "
                                "self-trained on them")
