@@ -270,12 +270,14 @@ def test_setfit_arm_trains_on_the_sweeps_subset_at_setfits_defaults(tmp_path, to
         original(self, *args, train_dataset=train_dataset, **kwargs)
 
     monkeypatch.setattr(setfit.Trainer, "__init__", spy)
+    verbosity = setfit.logging.get_verbosity()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         run_sweep(recipe)
     # pinned memory is asked for only where there is an accelerator (else torch warns at every training)
     assert not [w for w in caught if "pin_memory" in str(w.message)]
     assert "Running training" not in capfd.readouterr().err  # setfit's INFO lines are kept out of the user's log
+    assert setfit.logging.get_verbosity() == verbosity  # and the user's setting of it is left as it was
     rows = {r["arm"]: r for r in read_results(Path(recipe.config.sweep.output_dir) / "results.jsonl")}
     plan = plan_sweep(recipe)
     data, _ = sweep_data(plan)

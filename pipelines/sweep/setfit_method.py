@@ -156,22 +156,26 @@ def contrastive_body(checkpoint, max_length: int, texts: list[str], labels: list
     from setfit import logging as setfit_logging
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    # setfit turns its own logger to INFO when imported: a line per training and per untrained head
-    setfit_logging.set_verbosity_warning()
-
     from ..backbones import resolve_checkpoint
 
-    model = checkpoint if isinstance(checkpoint, SetFitModel) else SetFitModel.from_pretrained(resolve_checkpoint(checkpoint))
-    model.model_body.max_seq_length = max_length
-    # save_strategy "no": SetFit otherwise writes checkpoints into ./checkpoints
-    args = TrainingArguments(**setfit_arguments(options), seed=seed, report_to="none", save_strategy="no", output_dir=scratch,
-                             logging_strategy="no", show_progress_bar=False)
-    # (an in-memory dataset: SetFit's model-card callback looks a cached one up on the Hub)
-    trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_dict({"text": texts, "label": labels}))
-    # sentence-transformers pins memory by default, which warns on every training where there is no accelerator
-    trainer.st_trainer.args.dataloader_pin_memory = torch.accelerator.is_available()
-    for callback in (PrinterCallback, *([] if progress else [ProgressCallback])):  # (a sweep's one bar: its cells')
-        trainer.remove_callback(callback)
-    trainer.train_embeddings(texts, labels)
+    # setfit turns its own logger to INFO when imported (a line per training and per untrained head):
+    # quiet while it trains here, as backbones.load_body quiets transformers, then as it was
+    previous = setfit_logging.get_verbosity()
+    setfit_logging.set_verbosity_warning()
+    try:
+        model = checkpoint if isinstance(checkpoint, SetFitModel) else SetFitModel.from_pretrained(resolve_checkpoint(checkpoint))
+        model.model_body.max_seq_length = max_length
+        # save_strategy "no": SetFit otherwise writes checkpoints into ./checkpoints
+        args = TrainingArguments(**setfit_arguments(options), seed=seed, report_to="none", save_strategy="no",
+                                 output_dir=scratch, logging_strategy="no", show_progress_bar=False)
+        # (an in-memory dataset: SetFit's model-card callback looks a cached one up on the Hub)
+        trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_dict({"text": texts, "label": labels}))
+        # sentence-transformers pins memory by default, which warns on every training where there is no accelerator
+        trainer.st_trainer.args.dataloader_pin_memory = torch.accelerator.is_available()
+        for callback in (PrinterCallback, *([] if progress else [ProgressCallback])):  # (a sweep's one bar: its cells')
+            trainer.remove_callback(callback)
+        trainer.train_embeddings(texts, labels)
+    finally:
+        setfit_logging.set_verbosity(previous)
     return trainer, {"setfit_pairs": len(trainer.st_trainer.train_dataset),
                      "setfit_steps": trainer.st_trainer.state.global_step, "setfit_max_steps": options.max_steps}
