@@ -40,9 +40,10 @@ def linear_weights(head, label_names: list[str]) -> tuple[np.ndarray, np.ndarray
 
 
 def linear_classifier(body, weight: np.ndarray, bias: np.ndarray, label_names: list[str], pooling: str,
-                      normalize: bool, max_tokens: int, tokenizer=None):
+                      normalize: bool, max_tokens: int, tokenizer=None, bptt: int | None = None,
+                      direction: str = "forward"):
     """A TransferClassifier of `body` (a transformers model) with the linear head (weight, bias) over
-    its pooled vectors, read in one pass of at most max_tokens tokens."""
+    its pooled vectors, read in chunks of `bptt` tokens (default: one pass) of at most max_tokens."""
     import torch
 
     from .models.classifier import TransferClassifier
@@ -50,7 +51,8 @@ def linear_classifier(body, weight: np.ndarray, bias: np.ndarray, label_names: l
     special = {} if tokenizer is None else {k: getattr(tokenizer, k) for k in
                                              ("pad_token_id", "bos_token_id", "eos_token_id")}
     model = TransferClassifier.from_body(body, num_labels=len(label_names), pooling=pooling, head="linear",
-                                         normalize=normalize, bptt=max_tokens, max_tokens=max_tokens, **special)
+                                         normalize=normalize, bptt=bptt or max_tokens, max_tokens=max_tokens,
+                                         direction=direction, **special)
     with torch.no_grad():
         model.head.out_proj.weight.copy_(torch.as_tensor(weight))
         model.head.out_proj.bias.copy_(torch.as_tensor(bias))

@@ -80,6 +80,24 @@ def test_a_cell_trains_on_exactly_the_subset_its_row_records(cells, name, monkey
     assert row["labeled_subset"] == labeled_subset_id(indices) and row["train_examples"] == 12
 
 
+def test_a_kept_frozen_probe_is_a_classifier_folder_with_the_cells_accuracy(tmp_path, awd_run, topic_data):
+    """The probe's standardised logistic regression becomes a linear layer on the frozen body (here an
+    AWD-LSTM, concat pooling): the folder pipeline() serves gives the cell's accuracy."""
+    from transformers import pipeline
+
+    recipe = cells_recipe(tmp_path, awd_run[0], topic_data, arms=["frozen_probe"], reference="frozen_probe",
+                          also_against=[], examples_per_class=[3], seeds=[1], save_models=True)
+    run_sweep(recipe)
+    [row] = read_results(Path(recipe.config.sweep.output_dir) / "results.jsonl")
+    folder = Path(recipe.config.sweep.output_dir) / "models" / "frozen_probe-3-1"
+    config = json.loads((folder / "config.json").read_text())
+    assert (config["head"], config["pooling"]) == ("linear", "concat")
+    data, _ = sweep_data(plan_sweep(recipe))
+    predicted = [p["label"] for p in pipeline("text-classification", model=str(folder), device="cpu")(data.test_texts)]
+    assert np.mean(np.array(predicted) == np.array(data.label_names)[data.test_labels]) == row["accuracy"]
+    assert json.loads((folder / "metrics.json").read_text())["test_accuracy"] == row["accuracy"]
+
+
 def test_a_fine_tuning_cell_gives_the_trainer_exactly_its_texts(cells, monkeypatch):
     # Below the method's interface: what the Trainer is given, token for token.
     import pipelines.stages.classify as classify

@@ -91,14 +91,14 @@ def test_data_kind_reads_the_smallest_class_the_median_length_and_the_unlabeled_
 
 @pytest.mark.parametrize("arm,says", [
     ("tfidf_lr", "method tfidf has no model folder to write"),
-    ("checkpoint_probe", "method probe has no model folder to write"),
+    ("glove_lr", "method word_vectors has no model folder to write"),
     ("both", "an ensemble is several models"),
     ("setfit_self", "self-trains on unlabeled text, and the data has none"),
     ("setfit_student", "continue(s) a teacher's body|name it as an arm's self_training.student"),
 ])
 def test_what_cannot_become_one_folder_is_refused_before_training(tmp_path, topic_data, capsys, arm, says):
     assert main(["train", RECIPE, f"run.output_dir={tmp_path}/run", f"train.arm={arm}",
-                 "sweep.arm_definitions.both.ensemble=[setfit,tfidf_lr]", "sweep.arm_definitions.checkpoint_probe.method=probe",
+                 "sweep.arm_definitions.both.ensemble=[setfit,tfidf_lr]",
                  *data_overrides(topic_data)]) == 2
     assert re.search(says, capsys.readouterr().err)
     assert not (tmp_path / "run" / "model").exists()

@@ -131,14 +131,20 @@ class FeaturesLR(CellMethod):
         started = time.time()
         model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
         model.fit(x, labels)
+        seconds = time.time() - started
         return Fitted(lambda batch: all_classes(model, model.predict_proba(self.features(batch)), self.label_names),
-                      time.time() - started)
+                      seconds, save=self.saver(model), arm=self.arm,
+                      metrics={"train_runtime": seconds, "train_examples": len(texts)})
+
+    def saver(self, head):
+        """How the fitted head and these features become a model folder (None: they cannot)."""
+        return None
 
 
 class Probe(FeaturesLR):
     """The body frozen: pooled features + logistic regression."""
 
-    name = "probe"
+    name, saves_model = "probe", True
 
     @staticmethod
     def reads(classify):
@@ -161,6 +167,21 @@ class Probe(FeaturesLR):
         model = build_classifier(dataclasses.replace(cfg, peft=None), tokenizer, self.label_names, where)
         model.to(self.state.device)
         return model, tokenizer, build_training_args(cfg.training, str(self.work_dir)).bf16
+
+    def saver(self, head):
+        def save(folder: Path):  # the frozen body and the standardised logistic regression as one linear layer
+            from ..linear_head import linear_classifier, linear_weights
+            from ..stages.classify import save_classifier
+
+            self._body = self._body or self._load()
+            body, tokenizer, _ = self._body
+            weight, bias = linear_weights(head, self.label_names)
+            config = body.config
+            classifier = linear_classifier(body.backbone, weight, bias, self.label_names, config.pooling,
+                                           config.normalize, self.arm.classify.max_length, tokenizer,
+                                           bptt=config.bptt, direction=config.direction)
+            return save_classifier(classifier, tokenizer, self.label_names, folder)
+        return save
 
     def encode(self, texts: list[str]) -> np.ndarray:
         from ..features import pooled_features
