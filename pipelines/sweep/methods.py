@@ -155,6 +155,12 @@ class Probe(FeaturesLR):
         super().__init__(*args)
         self._body = None  # loaded at the first cell (on the process that runs the cells)
 
+    def _loaded(self):
+        """(the classifier around the frozen body, its tokenizer, bf16), loaded once."""
+        if self._body is None:
+            self._body = self._load()
+        return self._body
+
     def _load(self):
         from transformers import set_seed
 
@@ -173,11 +179,10 @@ class Probe(FeaturesLR):
             from ..linear_head import linear_classifier, linear_weights
             from ..stages.classify import save_classifier
 
-            self._body = self._body or self._load()
-            body, tokenizer, _ = self._body
+            model, tokenizer, _ = self._loaded()
             weight, bias = linear_weights(head, self.label_names)
-            config = body.config
-            classifier = linear_classifier(body.backbone, weight, bias, self.label_names, config.pooling,
+            config = model.config
+            classifier = linear_classifier(model.backbone, weight, bias, self.label_names, config.pooling,
                                            config.normalize, self.arm.classify.max_length, tokenizer,
                                            bptt=config.bptt, direction=config.direction)
             return save_classifier(classifier, tokenizer, self.label_names, folder)
@@ -186,8 +191,7 @@ class Probe(FeaturesLR):
     def encode(self, texts: list[str]) -> np.ndarray:
         from ..features import pooled_features
 
-        self._body = self._body or self._load()
-        model, tokenizer, bf16 = self._body
+        model, tokenizer, bf16 = self._loaded()
         return pooled_features(model, tokenizer, texts, self.arm.classify.max_length, bf16=bf16,
                                progress=len(texts) > 500)
 
